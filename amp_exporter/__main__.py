@@ -1,0 +1,3 @@
+from amp_exporter.cli import main
+
+raise SystemExit(main())

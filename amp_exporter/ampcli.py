@@ -1,0 +1,158 @@
+"""Running the connector's `ampcli status` safely.
+
+`ampcli` talks to the connector daemon and can block when the daemon is stuck,
+so it runs with a deadline, a cap on its output, in its own process group (so
+children it leaves behind are killed too), and never more than one at a time:
+concurrent scrapes share one run and its cached result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from amp_exporter.status import ConnectorStatus, StatusParseError, parse_status
+
+log = logging.getLogger("amp_exporter.ampcli")
+
+OUTPUT_LIMIT = 256 * 1024  # real status output is under 2 KiB
+_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "LANG": "C"}
+
+
+@dataclass
+class AmpcliResult:
+    """One run of `ampcli status`: the parsed status, or why there is none."""
+
+    status: Optional[ConnectorStatus]
+    error: Optional[str]  # one of registry.ERROR_REASONS, None on success
+    message: str
+    duration_seconds: float
+    exit_code: Optional[int]
+    finished_at: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None
+
+
+class AmpcliRunner:
+    def __init__(self, path: str, timeout: float, cache_seconds: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._last: Optional[AmpcliResult] = None
+        self.runs = 0  # how many times ampcli was started (tests and benchmarks read it)
+
+    def status(self) -> AmpcliResult:
+        """The latest result, running ampcli only when the cached one is too old.
+
+        The lock makes concurrent scrapes wait for the run in progress and share
+        its result instead of each starting its own ampcli.
+        """
+        with self._lock:
+            last = self._last
+            if last is not None and time.monotonic() - last.finished_at < self.cache_seconds:
+                return last
+            self._last = self._run()
+            return self._last
+
+    @property
+    def last(self) -> Optional[AmpcliResult]:
+        return self._last
+
+    def close(self) -> None:
+        pass
+
+    def _run(self) -> AmpcliResult:
+        self.runs += 1
+        start = time.monotonic()
+
+        def result(status, error, message, code=None) -> AmpcliResult:
+            now = time.monotonic()
+            return AmpcliResult(status, error, message, now - start, code, now)
+
+        try:
+            proc = subprocess.Popen(
+                [self.path, "status"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=_ENV,
+                close_fds=True,
+                start_new_session=True,  # its own process group: we kill its children too
+            )
+        except FileNotFoundError:
+            return result(None, "missing", f"{self.path} not found")
+        except PermissionError:
+            return result(None, "permission", f"{self.path} is not executable by us")
+        except OSError as exc:
+            return result(None, "exit_status", f"cannot start {self.path}: {exc}")
+
+        output, timed_out, truncated = _read_bounded(proc, self.timeout)
+        code = _reap(proc)
+        if timed_out:
+            return result(None, "timeout", f"ampcli did not finish within {self.timeout:g}s")
+        if truncated:
+            return result(None, "parse", f"ampcli printed more than {OUTPUT_LIMIT} bytes")
+        if code != 0:
+            return result(None, "exit_status", f"ampcli exited with status {code}", code)
+        try:
+            status = parse_status(output.decode("utf-8", errors="replace"))
+        except StatusParseError as exc:
+            return result(None, "parse", str(exc), code)
+        return result(status, None, "ok", code)
+
+
+def _read_bounded(proc: subprocess.Popen, timeout: float) -> tuple[bytes, bool, bool]:
+    """Read stdout until EOF, the deadline, or the size cap; kill the group on the last two."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    size = 0
+    timed_out = truncated = False
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            if not sel.select(remaining):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > OUTPUT_LIMIT:
+                truncated = True
+                break
+    proc.stdout.close()
+    if timed_out or truncated:
+        _kill_group(proc)
+    return b"".join(chunks), timed_out, truncated
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _reap(proc: subprocess.Popen) -> Optional[int]:
+    """Wait for ampcli, then kill whatever it left behind in its process group."""
+    try:
+        code = proc.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        code = proc.wait()
+    _kill_group(proc)  # children that outlived ampcli would pile up scrape after scrape
+    return code

@@ -1,0 +1,320 @@
+"""The fault catalog: the single source of truth for every fault the exporter knows.
+
+Collectors, `amp-exporter check`, the alert rules, the dashboards and the docs
+all derive from FAULTS. Each fault lists the root causes that the exporter can
+check on its own; a cause's `name` is the `cause` label of
+`cisco_amp_fault_cause` and must never change once released.
+
+Source: Cisco's table of Linux connector faults (shared/reference), restated in
+our own words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+SEVERITY_LEVELS = {"none": 0, "minor": 1, "major": 2, "critical": 3}
+
+
+@dataclass(frozen=True)
+class Cause:
+    """A root cause the exporter checks by itself, independently of the connector."""
+
+    name: str
+    summary: str
+    remedy: str
+
+
+@dataclass(frozen=True)
+class Fault:
+    id: int
+    title: str
+    meaning: str
+    impact: str
+    actions: tuple[str, ...]
+    logs: tuple[str, ...] = ()
+    causes: tuple[Cause, ...] = ()
+    # How an alert on this fault pages: critical wakes someone, warning waits for hours.
+    alert_severity: str = "warning"
+    # How long the fault must stay raised before a person is needed.
+    alert_for: str = "5m"
+    escalate: str = ""
+    min_connector_version: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def cause_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.causes)
+
+
+DAEMON_LOG = "/var/log/cisco/ampdaemon.log"
+SCANSVC_LOG = "/var/log/cisco/ampscansvc.log"
+SCAN_USER = "cisco-amp-scan-svc"
+SELINUX_MODULE = "cisco-secure-bpf"
+
+_KMOD_CAUSES = (
+    Cause(
+        "secure_boot_enabled",
+        "UEFI Secure Boot is on, so the connector's unsigned kernel modules cannot load.",
+        "Disable Secure Boot in the firmware, or move to a kernel and connector that use eBPF.",
+    ),
+    Cause(
+        "ampavflt_not_loaded",
+        "Kernel module ampavflt is not loaded on a host whose connector monitors with "
+        "kernel modules.",
+        "Look in /var/log/messages for the load error; an incompatible kernel or a conflicting "
+        "third-party module is the usual reason.",
+    ),
+    Cause(
+        "ampfsm_not_loaded",
+        "Kernel module ampfsm is not loaded on a host whose connector monitors with "
+        "kernel modules.",
+        "Look in /var/log/messages for the load error; on an unsupported kernel build a custom "
+        "ampfsm module for it (connector 1.16.0+).",
+    ),
+)
+
+FAULTS: tuple[Fault, ...] = (
+    Fault(
+        id=5,
+        title="Scan service user unavailable",
+        meaning="The connector could not create the unprivileged user that runs file scans "
+        "and scans as root instead.",
+        impact="File scanning runs with more privilege than designed.",
+        actions=(
+            f"Check that user and group {SCAN_USER} exist; if they were removed or changed, "
+            "reinstall the connector to recreate them.",
+            "If /etc/login.defs sets USERGROUPS_ENAB no, set it to yes while the installer "
+            "runs.",
+            "Connector 1.15.1+: if another program changed the mode of /opt/cisco or a "
+            "directory below it, set it back to 0755 and restart the connector.",
+        ),
+        logs=(DAEMON_LOG,),
+        causes=(
+            Cause("scan_user_missing", f"User {SCAN_USER} is missing from /etc/passwd.",
+                  "Reinstall the connector to recreate the scan user."),
+            Cause("scan_group_missing", f"Group {SCAN_USER} is missing from /etc/group.",
+                  "Reinstall the connector to recreate the scan group."),
+            Cause("usergroups_disabled", "/etc/login.defs sets USERGROUPS_ENAB no, which stops "
+                  "the installer creating the scan user's group.",
+                  "Set USERGROUPS_ENAB yes while the installer runs, then reinstall."),
+            Cause("directory_mode_changed", "/opt/cisco or a connector directory below it is not "
+                  "mode 0755.", "chmod 0755 the directory and restart the connector."),
+            Cause("scan_service_as_root", "The scan service process runs as root.",
+                  "Fix the scan user (see the other causes) and restart the connector."),
+        ),
+        alert_severity="warning",
+        alert_for="15m",
+        escalate="If the user exists and directories are 0755 but the fault stays after a "
+        "connector restart, open a case with Cisco TAC with an ampsupport bundle.",
+    ),
+    Fault(
+        id=6,
+        title="Scan service restarting frequently",
+        meaning="The file scan process kept failing and the connector restarted it.",
+        impact="Scanning continues on a best-effort basis; some files may go unscanned.",
+        actions=(
+            "A file on the host may crash the scan engine: read "
+            "/var/log/cisco/ampscansvc.log for the file being scanned when it failed.",
+            "If the fault has not cleared 10 minutes after a connector restart, a person must "
+            "investigate.",
+        ),
+        logs=(DAEMON_LOG, SCANSVC_LOG),
+        causes=(
+            Cause("scan_service_restarts", "The exporter saw the scan service restart at least "
+                  "the configured number of times in the last 10 minutes.",
+                  "Find the file that crashes the scan engine in ampscansvc.log; exclude it "
+                  "or send it to Cisco TAC."),
+        ),
+        alert_severity="warning",
+        alert_for="10m",
+        escalate="Still raised 10 minutes after a connector restart: open a case with Cisco "
+        "TAC, attaching ampscansvc.log.",
+    ),
+    Fault(
+        id=7,
+        title="Scan service failed to start",
+        meaning="The file scan process could not start; the connector restarted to try to "
+        "clear it.",
+        impact="File scanning is disabled while the fault is raised.",
+        actions=(
+            "A newly installed definitions file (.cvd) that fails to load is the usual "
+            "trigger; the connector deletes invalid .cvd files when it restarts.",
+            "Check free memory against the connector's minimum system requirements.",
+            "If a restart does not clear it, a person must investigate; if it returns on "
+            "every definitions update, report it to Cisco TAC.",
+        ),
+        logs=(DAEMON_LOG, SCANSVC_LOG),
+        causes=(
+            Cause("scan_service_not_running", "The connector daemon runs but the scan service "
+                  "process does not.", "Restart the connector; read ampscansvc.log if it "
+                  "does not come back."),
+            Cause("low_memory", "Available memory is below the configured minimum for the "
+                  "scan service.", "Free memory or add memory to meet the connector's "
+                  "minimum requirements."),
+            Cause("definitions_invalid", "A definitions file (.cvd) is truncated or lacks a "
+                  "valid header.", "Restart the connector so it removes the invalid files and "
+                  "downloads them again."),
+        ),
+        alert_severity="critical",
+        alert_for="10m",
+        escalate="Not cleared by a connector restart, or back on every definitions update: "
+        "open a case with Cisco TAC.",
+    ),
+    Fault(
+        id=8,
+        title="Real-time file system monitoring failed to start",
+        meaning="The kernel module that watches file system activity is not loaded while the "
+        "policy turns on \"Monitor file copies and moves\".",
+        impact="File copy and move monitoring is unavailable.",
+        actions=(
+            "UEFI Secure Boot must be off for the connector's kernel modules.",
+            "Otherwise read /var/log/messages: the ampavflt or ampfsm module may be "
+            "incompatible with the running kernel or a third-party module.",
+            "On a kernel the connector does not support, build a custom ampfsm module "
+            "(connector 1.16.0+) or move to a supported kernel.",
+        ),
+        logs=("/var/log/messages",),
+        causes=_KMOD_CAUSES,
+        alert_severity="critical",
+        alert_for="10m",
+        escalate="Secure Boot off and modules still failing: open a case with Cisco TAC "
+        "with the kernel version and /var/log/messages.",
+        extra={"policy_feature": "file_copy_move_monitoring"},
+    ),
+    Fault(
+        id=9,
+        title="Real-time network monitoring failed to start",
+        meaning="The kernel module that watches network activity is not loaded while the "
+        "policy turns on \"Enable device flow correlation\".",
+        impact="Device flow correlation (network monitoring) is unavailable.",
+        actions=(
+            "UEFI Secure Boot must be off for the connector's kernel modules.",
+            "Otherwise read /var/log/messages: the ampavflt or ampfsm module may be "
+            "incompatible with the running kernel or a third-party module.",
+            "On a kernel the connector does not support, build a custom ampfsm module "
+            "(connector 1.16.0+) or move to a supported kernel.",
+        ),
+        logs=("/var/log/messages",),
+        causes=_KMOD_CAUSES,
+        alert_severity="critical",
+        alert_for="10m",
+        escalate="Secure Boot off and modules still failing: open a case with Cisco TAC "
+        "with the kernel version and /var/log/messages.",
+        extra={"policy_feature": "device_flow_correlation"},
+    ),
+    Fault(
+        id=11,
+        title="Required kernel-level packages missing",
+        meaning="The connector cannot build or load its eBPF programs because a package they "
+        "need, usually the running kernel's headers, is missing.",
+        impact="File, process and network monitoring is off: the host is unprotected.",
+        actions=(
+            "Install the headers of the running kernel: kernel-devel (Red Hat family, "
+            "connector 1.13.0+), kernel-uek-devel (Oracle Linux UEK 6+, 1.18.0+), "
+            "linux-headers-$(uname -r) (Debian family, 1.15.0+).",
+            "Then restart the connector.",
+            "Usual trigger: a kernel update booted without its headers package.",
+        ),
+        logs=(DAEMON_LOG,),
+        causes=(
+            Cause("kernel_headers_missing", "The running kernel's headers "
+                  "(lib/modules/RELEASE/build) are missing on a host where the connector "
+                  "compiles its eBPF programs against them (no BTF, or connector before 1.25).",
+                  "Install the headers package for the running kernel and restart the "
+                  "connector."),
+        ),
+        alert_severity="critical",
+        alert_for="5m",
+        escalate="Headers installed and the fault remains after a restart: open a case with "
+        "Cisco TAC.",
+    ),
+    Fault(
+        id=16,
+        title="Incompatible kernel",
+        meaning="The running kernel is not supported by the running connector while file copy "
+        "monitoring or device flow correlation is on.",
+        impact="The affected monitoring features are unavailable.",
+        actions=(
+            "Boot a kernel the connector supports, or upgrade the connector to a version that "
+            "supports this kernel (see Cisco's OS compatibility list).",
+        ),
+        logs=(DAEMON_LOG,),
+        causes=(
+            Cause("kernel_not_supported", "The running kernel matches none of the supported "
+                  "kernel patterns configured with --check.supported-kernels.",
+                  "Boot a supported kernel or upgrade the connector."),
+        ),
+        alert_severity="critical",
+        alert_for="10m",
+        escalate="The kernel is on Cisco's compatibility list for this connector version: "
+        "open a case with Cisco TAC.",
+    ),
+    Fault(
+        id=18,
+        title="Connector event monitoring overloaded",
+        meaning="The host produces more system events than the connector can absorb; it "
+        "watches only a smaller set of critical events until activity drops.",
+        impact="Protection is limited while the fault is raised (Major: reduced event set; "
+        "Critical: worse).",
+        actions=(
+            "Find the busiest processes (the exporter's event rates and top processes).",
+            "If a busy process is benign and trusted, add it to the connector's process "
+            "exclusions; that may clear the fault.",
+            "If none is benign, investigate for malicious activity.",
+            "Short overloads clear by themselves; if it keeps coming back with no cause "
+            "found, size the host for its load.",
+        ),
+        logs=(DAEMON_LOG,),
+        causes=(),
+        alert_severity="warning",
+        alert_for="15m",
+        escalate="Recurring with no benign or malicious cause found: the host needs more "
+        "capacity, or Cisco TAC should review the connector's load.",
+    ),
+    Fault(
+        id=19,
+        title="SELinux policy missing or disabled",
+        meaning="SELinux is enforcing and the policy does not let the connector load its "
+        "eBPF programs, because the cisco-secure-bpf policy module is missing or disabled.",
+        impact="The connector cannot monitor system activity.",
+        actions=(
+            "Install policycoreutils-python (policycoreutils-python-utils on RHEL 8+).",
+            "Reinstall or upgrade the connector so that it installs cisco-secure-bpf again, "
+            "or re-enable it with `semodule -e cisco-secure-bpf`.",
+            "Or add `allow unconfined_service_t self:bpf { map_create map_read map_write "
+            "prog_load prog_run };` to the policy by hand, then restart the connector.",
+        ),
+        logs=(DAEMON_LOG, "/var/log/audit/audit.log"),
+        causes=(
+            Cause("selinux_module_missing", f"SELinux is enforcing and the {SELINUX_MODULE} "
+                  "policy module is not installed.",
+                  "Reinstall the connector (with policycoreutils-python present) or add the "
+                  "rule by hand."),
+            Cause("selinux_module_disabled", f"SELinux is enforcing and the {SELINUX_MODULE} "
+                  "policy module is installed but disabled.",
+                  f"semodule -e {SELINUX_MODULE}, then restart the connector."),
+        ),
+        alert_severity="critical",
+        alert_for="5m",
+        escalate="Module installed and enabled, fault still raised: check audit.log for bpf "
+        "denials and open a case with Cisco TAC.",
+    ),
+)
+
+FAULTS_BY_ID: dict[int, Fault] = {f.id: f for f in FAULTS}
+
+
+def fault(fault_id: int) -> Optional[Fault]:
+    return FAULTS_BY_ID.get(fault_id)
+
+
+def all_causes() -> list[tuple[int, Cause]]:
+    """Every (fault_id, cause) pair the exporter checks, in catalog order."""
+    return [(f.id, c) for f in FAULTS for c in f.causes]
+
+
+def severity_level(word: str) -> Optional[int]:
+    """'Major' -> 2. None for a word the catalog does not know."""
+    return SEVERITY_LEVELS.get(word.strip().lower())

@@ -1,0 +1,66 @@
+"""Shared shape of the root-cause collectors.
+
+A cause collector owns some fault IDs and checks every cause the catalog lists for
+them. It always exports every one of those causes (0 or 1) when its checks could
+run, and all 0 on a host without the connector: nothing of it can be faulty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from amp_exporter import connector_files
+from amp_exporter.catalog import FAULTS_BY_ID
+from amp_exporter.registry import Collector
+
+# {(fault_id, cause): what was found, in words for `amp-exporter check`}
+Findings = dict[tuple[int, str], str]
+
+CAUSE_HELP = (
+    "1 when the exporter's own check finds this root cause of the fault on this host "
+    "(see docs/metrics.md for the list of causes)."
+)
+
+
+def cause_family() -> GaugeMetricFamily:
+    return GaugeMetricFamily("cisco_amp_fault_cause", CAUSE_HELP, labels=["fault_id", "cause"])
+
+
+class CauseCollector(Collector):
+    fault_ids: tuple[int, ...] = ()
+
+    def check(self) -> tuple[Findings, list[Metric]]:
+        """Run the checks on an installed connector: (findings, evidence families)."""
+        raise NotImplementedError
+
+    def evidence_without_connector(self) -> list[Metric]:
+        """Evidence that stays meaningful on a host without the connector."""
+        return []
+
+    def findings(self) -> tuple[Findings, list[Metric]]:
+        if not connector_files.installed(self.paths):
+            return {}, self.evidence_without_connector()
+        findings, evidence = self.check()
+        expected = {(fid, c.name) for fid in self.fault_ids for c in FAULTS_BY_ID[fid].causes}
+        unknown = set(findings) - expected
+        if unknown:
+            raise AssertionError(f"{self.name}: causes not in the catalog: {sorted(unknown)}")
+        return findings, evidence
+
+    def collect(self) -> Iterable[Metric]:
+        findings, evidence = self.findings()
+        family = cause_family()
+        for fid in self.fault_ids:
+            for cause in FAULTS_BY_ID[fid].causes:
+                family.add_metric([str(fid), cause.name], 1.0 if (fid, cause.name) in findings
+                                  else 0.0)
+        return [*evidence, family]
+
+
+def gauge(name: str, help_text: str, value: float, labels: Iterable[str] = (),
+          values: Iterable[str] = ()) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, help_text, labels=list(labels))
+    family.add_metric(list(values), value)
+    return family

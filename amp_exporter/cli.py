@@ -1,0 +1,191 @@
+"""Command line: `amp-exporter [serve|check|textfile] [flags]` (see docs and contract)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from typing import Optional
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from amp_exporter import __version__, logsetup
+from amp_exporter.hostpaths import HostPaths
+from amp_exporter.registry import Exporter, Settings, available, resolve_enabled
+
+DEFAULT_PORT = 9872
+COMMANDS = ("serve", "check", "textfile")
+log = logging.getLogger("amp_exporter")
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = text.strip().lower().removesuffix("ib").removesuffix("b")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def common_flags() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("host")
+    g.add_argument("--path.rootfs", dest="rootfs", default="/", metavar="DIR",
+                   help="read every host file under DIR (default /)")
+    g.add_argument("--path.procfs", dest="procfs", metavar="DIR",
+                   help="proc filesystem (default ROOTFS/proc)")
+    g.add_argument("--path.sysfs", dest="sysfs", metavar="DIR",
+                   help="sys filesystem (default ROOTFS/sys)")
+    g = p.add_argument_group("ampcli")
+    g.add_argument("--ampcli.path", dest="ampcli_path", metavar="PATH",
+                   help="the connector's CLI (default ROOTFS/opt/cisco/amp/bin/ampcli)")
+    g.add_argument("--ampcli.timeout", dest="ampcli_timeout", type=_positive(float), default=5.0,
+                   metavar="SECONDS", help="kill ampcli after this long (default 5)")
+    g.add_argument("--ampcli.cache", dest="ampcli_cache", type=float, default=5.0,
+                   metavar="SECONDS",
+                   help="reuse an ampcli answer for this long across scrapes (default 5)")
+    g = p.add_argument_group("checks")
+    g.add_argument("--check.scan-restarts", dest="scan_restarts", type=_positive(int),
+                   default=3, metavar="N",
+                   help="fault 6 cause: scan service restarts in the window (default 3)")
+    g.add_argument("--check.scan-restart-window", dest="scan_window", type=_positive(float),
+                   default=600.0, metavar="SECONDS", help="window for restarts (default 600)")
+    g.add_argument("--check.min-available-memory", dest="min_memory", type=_size,
+                   default="256MiB", metavar="SIZE",
+                   help="fault 7 cause: MemAvailable below this (default 256MiB)")
+    g.add_argument("--check.supported-kernels", dest="supported_kernels", action="append",
+                   default=[], metavar="GLOBS",
+                   help="fault 16 cause: comma-separated kernel release globs the connector "
+                        "supports, e.g. '5.14.0-*.el9*'; repeatable (default: no check)")
+    g.add_argument("--check.definitions-glob", dest="definitions_glob", action="append",
+                   default=[], metavar="GLOB",
+                   help="definitions files to check, relative to the root; repeatable "
+                        "(default opt/cisco/amp/clamav/*.cvd and similar)")
+    g = p.add_argument_group("collectors")
+    for name, cls in available().items():
+        g.add_argument(f"--collector.{name}", dest=f"collector_{name}", default=None,
+                       action=argparse.BooleanOptionalAction,
+                       help=f"{cls.help} (default {'on' if cls.default_enabled else 'off'})")
+    g.add_argument("--collector.disable-defaults", dest="disable_defaults", action="store_true",
+                   help="start from no collector; only --collector.NAME ones run")
+    g = p.add_argument_group("logging")
+    g.add_argument("--log.level", dest="log_level", choices=list(logsetup.LEVELS),
+                   default="info")
+    g.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"],
+                   default="logfmt")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_flags()
+    parser = argparse.ArgumentParser(
+        prog="amp-exporter",
+        description="Prometheus exporter for the Cisco Secure Endpoint Linux connector.",
+    )
+    parser.add_argument("--version", action="version", version=f"amp-exporter {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{serve,check,textfile}")
+    serve = sub.add_parser("serve", parents=[common], help="serve /metrics (default)")
+    serve.add_argument("--web.listen-address", dest="listen", default=f":{DEFAULT_PORT}",
+                       metavar="HOST:PORT", help=f"default :{DEFAULT_PORT}")
+    serve.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics")
+    serve.add_argument("--web.config.file", dest="web_config", metavar="FILE",
+                       help="TLS and basic auth (exporter-toolkit format)")
+    sub.add_parser("check", parents=[common],
+                   help="diagnose this host; exit 0 healthy, 1 fault or cause found")
+    textfile = sub.add_parser("textfile", parents=[common],
+                              help="write one exposition atomically (for node_exporter)")
+    textfile.add_argument("--output", required=True, metavar="PATH",
+                          help="file to write, or - for stdout")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    paths = HostPaths(args.rootfs, args.procfs, args.sysfs)
+    patterns = tuple(p.strip() for group in args.supported_kernels for p in group.split(",")
+                     if p.strip())
+    return Settings(
+        paths=paths,
+        ampcli_path=args.ampcli_path or str(paths.root("opt/cisco/amp/bin/ampcli")),
+        ampcli_timeout=args.ampcli_timeout,
+        ampcli_cache_seconds=args.ampcli_cache,
+        scan_restart_threshold=args.scan_restarts,
+        scan_restart_window_seconds=args.scan_window,
+        min_available_memory_bytes=args.min_memory,
+        supported_kernels=patterns,
+        definitions_glob=tuple(args.definitions_glob),
+    )
+
+
+def make_exporter(args: argparse.Namespace) -> Exporter:
+    choices = {name: getattr(args, f"collector_{name}") for name in available()}
+    enabled = resolve_enabled(choices, args.disable_defaults)
+    return Exporter(settings_from(args), enabled)
+
+
+def exposition(exporter: Exporter) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(exporter)
+    return generate_latest(registry)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write to a temporary file beside PATH, then rename: readers never see half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".amp-exporter.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv.insert(0, "serve")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logsetup.setup(args.log_level, args.log_format)
+    if not os.path.isdir(args.rootfs):
+        parser.error(f"--path.rootfs {args.rootfs}: not a directory")
+
+    if args.command == "serve":
+        from amp_exporter import web
+
+        return web.serve(args, make_exporter(args), parser)
+    exporter = make_exporter(args)
+    try:
+        if args.command == "check":
+            from amp_exporter import check
+
+            return check.run(exporter, sys.stdout)
+        data = exposition(exporter)
+        if args.output == "-":
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            try:
+                write_atomically(args.output, data)
+            except OSError as exc:
+                log.error("cannot write textfile", extra={"path": args.output, "err": str(exc)})
+                return 1
+        return 0
+    finally:
+        exporter.close()

@@ -1,0 +1,61 @@
+"""BPF programs and maps held by each connector process (its fds, fdinfo for the type)."""
+
+from __future__ import annotations
+
+from prometheus_client.core import GaugeMetricFamily
+
+from amp_exporter.registry import Collector, CollectorError, register
+
+# enum bpf_prog_type (include/uapi/linux/bpf.h): bounded label values.
+PROG_TYPES = {
+    "0": "unspec", "1": "socket_filter", "2": "kprobe", "3": "sched_cls", "4": "sched_act",
+    "5": "tracepoint", "6": "xdp", "7": "perf_event", "8": "cgroup_skb", "9": "cgroup_sock",
+    "10": "lwt_in", "11": "lwt_out", "12": "lwt_xmit", "13": "sock_ops", "14": "sk_skb",
+    "15": "cgroup_device", "16": "sk_msg", "17": "raw_tracepoint", "18": "cgroup_sock_addr",
+    "19": "lwt_seg6local", "20": "lirc_mode2", "21": "sk_reuseport", "22": "flow_dissector",
+    "23": "cgroup_sysctl", "24": "raw_tracepoint_writable", "25": "cgroup_sockopt",
+    "26": "tracing", "27": "struct_ops", "28": "ext", "29": "lsm", "30": "sk_lookup",
+    "31": "syscall", "32": "netfilter",
+}
+
+
+@register
+class BPFCollector(Collector):
+    name = "bpf"
+    help = "BPF programs and maps held by each connector process (proc/PID/fd, fdinfo)."
+
+    def collect(self):
+        snap = self.shared.processes.snapshot()
+        programs = GaugeMetricFamily("cisco_amp_bpf_programs",
+                                     "BPF programs held by the connector process (its fds).",
+                                     labels=["process"])
+        maps = GaugeMetricFamily("cisco_amp_bpf_maps",
+                                 "BPF maps held by the connector process (its fds).",
+                                 labels=["process"])
+        by_type = GaugeMetricFamily("cisco_amp_bpf_programs_by_type",
+                                    "BPF programs held by the connector process, by program "
+                                    "type (fdinfo prog_type).", labels=["process", "type"])
+        totals: dict[str, list[int]] = {}
+        types: dict[tuple[str, str], int] = {}
+        unreadable = []
+        for proc in snap.processes:
+            if not proc.fds_readable:
+                unreadable.append(proc.name)
+                continue
+            total = totals.setdefault(proc.name, [0, 0])
+            total[0] += proc.bpf_programs
+            total[1] += proc.bpf_maps
+            for number, count in proc.bpf_program_types.items():
+                key = (proc.name, PROG_TYPES.get(number, "other"))
+                types[key] = types.get(key, 0) + count
+        for name, (progs, nmaps) in sorted(totals.items()):
+            programs.add_metric([name], float(progs))
+            maps.add_metric([name], float(nmaps))
+        for (name, kind), count in sorted(types.items()):
+            by_type.add_metric([name, kind], float(count))
+        families = [programs, maps, by_type]
+        if unreadable:
+            raise CollectorError(
+                "permission", "cannot list the fds of " + ", ".join(sorted(set(unreadable)))
+                + " (needs CAP_SYS_PTRACE or the same user)", partial=families)
+        return families

@@ -1,0 +1,116 @@
+"""What the connector says about itself: `ampcli status`, its version and its policy."""
+
+from __future__ import annotations
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from amp_exporter import connector_files
+from amp_exporter.catalog import FAULTS
+from amp_exporter.causes import gauge
+from amp_exporter.registry import Collector, CollectorError, register
+
+STATUS_FIELDS_AS_LABELS = {  # ampcli key -> info label; values are short fixed words
+    "mode": "mode",
+    "command-line": "command_line",
+    "orbital": "orbital",
+    "behavioural protection": "behavioural_protection",
+}
+
+
+@register
+class ConnectorCollector(Collector):
+    name = "connector"
+    help = "ampcli status (connection, mode, faults and severities), version, policy features."
+
+    def collect(self):
+        installed = connector_files.installed(self.paths)
+        families = [gauge("cisco_amp_connector_installed", "1 when the connector is installed "
+                          "(opt/cisco/amp/bin/ampdaemon exists under the root).",
+                          float(installed))]
+        active = GaugeMetricFamily(
+            "cisco_amp_fault_active",
+            "1 while the connector reports the fault (ampcli status). Every catalog fault is "
+            "always present; other reported IDs appear too.", labels=["fault_id"])
+        severity = GaugeMetricFamily(
+            "cisco_amp_fault_severity",
+            "Severity the connector reports: 0 none, 1 minor, 2 major, 3 critical.",
+            labels=["fault_id"])
+        if not installed:
+            for f in FAULTS:
+                active.add_metric([str(f.id)], 0.0)
+                severity.add_metric([str(f.id)], 0.0)
+            return [*families, active, severity]
+
+        families.extend(self.policy_features())
+        result = self.shared.ampcli.status()
+        families.extend(self.ampcli_health())
+        if not result.ok:
+            raise CollectorError(result.error or "internal", f"ampcli status: {result.message}",
+                                 partial=families)
+        status = result.status
+        reported = dict(status.faults)
+        for f in FAULTS:
+            reported.setdefault(f.id, None)
+        for fid in sorted(reported):
+            fault = reported[fid]
+            active.add_metric([str(fid)], 0.0 if fault is None else 1.0)
+            if fault is None:
+                severity.add_metric([str(fid)], 0.0)
+            elif fault.level is not None:
+                severity.add_metric([str(fid)], float(fault.level))
+        families += [active, severity]
+
+        connected = status.connected
+        if connected is not None:
+            families.append(gauge("cisco_amp_connector_connected",
+                                  "1 when ampcli status says Connected.", float(connected)))
+        families.append(gauge("cisco_amp_connector_degraded",
+                              "1 when the connector reports a degraded mode.",
+                              float(status.degraded)))
+        counts = GaugeMetricFamily("cisco_amp_faults", "Faults the connector reports, by "
+                                   "severity (its Faults: summary).", labels=["severity"])
+        for word in ("minor", "major", "critical"):
+            counts.add_metric([word], float(status.fault_counts.get(word, 0)))
+        families.append(counts)
+        last_scan = status.last_scan_timestamp
+        if last_scan is not None:
+            families.append(gauge("cisco_amp_last_scan_timestamp_seconds",
+                                  "When the connector last scanned (Last Scan:, host local "
+                                  "time).", last_scan))
+        policy_name, serial = status.policy
+        if serial is not None:
+            families.append(gauge("cisco_amp_policy_serial",
+                                  "Serial number of the applied policy (Policy: Name (#N)).",
+                                  float(serial)))
+        labels = {"version": connector_files.connector_version(self.paths) or "",
+                  "policy": policy_name or ""}
+        for key, label in STATUS_FIELDS_AS_LABELS.items():
+            labels[label] = (status.get(key) or "")[:64]
+        families.append(gauge("cisco_amp_connector_info",
+                              "What the connector reports about itself (always 1).", 1.0,
+                              labels.keys(), labels.values()))
+        return families
+
+    def policy_features(self):
+        family = GaugeMetricFamily(
+            "cisco_amp_policy_feature_enabled",
+            "1 when the applied policy turns the feature on (absent when it cannot be read; "
+            "faults 8, 9 and 16 then count the feature as on).", labels=["feature"])
+        for feature, on in connector_files.policy_features(self.paths).items():
+            if on is not None:
+                family.add_metric([feature], float(on))
+        return [family]
+
+    def ampcli_health(self):
+        runner = self.shared.ampcli
+        last = runner.last
+        families = [CounterMetricFamily("amp_exporter_ampcli_runs",
+                                        "Times the exporter started ampcli.", runner.runs)]
+        if last is not None:
+            families.append(gauge("amp_exporter_ampcli_duration_seconds",
+                                  "How long the last ampcli status run took.",
+                                  last.duration_seconds))
+            families.append(gauge("amp_exporter_ampcli_success",
+                                  "1 when the last ampcli status run answered and parsed.",
+                                  float(last.ok)))
+        return families

@@ -1,0 +1,113 @@
+"""The connector's logs: size, last write, and lines by level, read incrementally.
+
+Each scrape reads only what was appended since the last one (at most READ_LIMIT
+bytes), so a 200 MB log costs nothing once seen. A new inode is a rotation and a
+shrunk file a truncation: both restart from the top of the new file. The first
+sight of a file starts at its end, so counters begin at 0 rather than replaying
+history.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from amp_exporter import connector_files
+from amp_exporter.registry import Collector, host_error, register
+
+LOG_FILES = {"ampdaemon": "var/log/cisco/ampdaemon.log",
+             "ampscansvc": "var/log/cisco/ampscansvc.log"}
+LEVELS = ("emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
+_LEVEL_ALIASES = {"err": "error", "warn": "warning", "crit": "critical", "emerg": "emergency",
+                  "fatal": "critical"}
+# "Nov 25 04:12:01 host ampdaemon[1187]: Info: message" -> "Info"
+_LEVEL = re.compile(rb"\]:\s*([A-Za-z]+):")
+READ_LIMIT = 4 << 20
+
+
+def line_level(line: bytes) -> str:
+    match = _LEVEL.search(line)
+    if not match:
+        return "other"
+    word = match.group(1).decode("ascii", "replace").lower()
+    word = _LEVEL_ALIASES.get(word, word)
+    return word if word in LEVELS else "other"
+
+
+@dataclass
+class _Tail:
+    inode: int = -1
+    offset: int = 0
+    partial: bytes = b""
+    lines: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*LEVELS, "other"), 0))
+    rotations: int = 0
+
+
+@register
+class LogsCollector(Collector):
+    name = "logs"
+    help = "Connector log files: size, last write, lines by level, rotations (incremental)."
+
+    def __init__(self, settings, shared) -> None:
+        super().__init__(settings, shared)
+        self._tails: dict[str, _Tail] = {}
+        self._lock = threading.Lock()
+
+    def collect(self):
+        if not connector_files.installed(self.paths):
+            return []
+        size = GaugeMetricFamily("cisco_amp_log_size_bytes", "Size of the connector's log file.",
+                                 labels=["log"])
+        modified = GaugeMetricFamily("cisco_amp_log_modified_timestamp_seconds",
+                                     "Last write to the connector's log file (Unix time).",
+                                     labels=["log"])
+        lines = CounterMetricFamily("cisco_amp_log_lines",
+                                    "Lines appended to the log since the exporter started, by "
+                                    "level.", labels=["log", "level"])
+        rotations = CounterMetricFamily("cisco_amp_log_rotations",
+                                        "Rotations or truncations of the log seen.",
+                                        labels=["log"])
+        with self._lock:
+            for name, rel in LOG_FILES.items():
+                path = self.paths.root(rel)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue  # no log (yet): nothing to say, not a failure
+                except OSError as exc:
+                    raise host_error(exc, f"stat {rel}") from exc
+                tail = self._advance(name, path, st)
+                size.add_metric([name], float(st.st_size))
+                modified.add_metric([name], st.st_mtime)
+                for level, count in tail.lines.items():
+                    lines.add_metric([name, level], float(count))
+                rotations.add_metric([name], float(tail.rotations))
+        return [size, modified, lines, rotations]
+
+    def _advance(self, name: str, path, st: os.stat_result) -> _Tail:
+        tail = self._tails.get(name)
+        if tail is None:
+            tail = self._tails[name] = _Tail(inode=st.st_ino, offset=st.st_size)
+            return tail
+        if st.st_ino != tail.inode or st.st_size < tail.offset:
+            tail.inode, tail.offset, tail.partial = st.st_ino, 0, b""
+            tail.rotations += 1
+        if st.st_size == tail.offset:
+            return tail
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(tail.offset)
+                data = handle.read(READ_LIMIT)
+        except OSError as exc:
+            raise host_error(exc, f"reading {path}") from exc
+        tail.offset += len(data)
+        chunks = (tail.partial + data).split(b"\n")
+        tail.partial = chunks.pop()[-65536:]  # an unfinished last line waits for its end
+        for line in chunks:
+            if line:
+                tail.lines[line_level(line)] += 1
+        return tail

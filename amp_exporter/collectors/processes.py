@@ -1,0 +1,72 @@
+"""The connector's processes: up, restarts, CPU, memory, threads, open files."""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from amp_exporter import connector_files
+from amp_exporter.processes import EXPECTED_PROCESSES, SCAN_SERVICE
+from amp_exporter.registry import Collector, register
+
+
+@register
+class ProcessesCollector(Collector):
+    name = "processes"
+    help = "Connector processes (ampdaemon, ampscansvc, ...): up, restarts, CPU, memory, fds."
+
+    def __init__(self, settings, shared) -> None:
+        super().__init__(settings, shared)
+        # A name once seen keeps its series (up 0 after it exits): no vanishing series.
+        self._names: set[str] = set(EXPECTED_PROCESSES)
+        self._names_lock = threading.Lock()
+
+    def collect(self):
+        snap = self.shared.processes.snapshot()
+        if not snap.processes and not connector_files.installed(self.paths):
+            return []
+        with self._names_lock:
+            self._names |= snap.names()
+            names = sorted(self._names)
+        up = GaugeMetricFamily("cisco_amp_process_up", "1 while the connector process runs.",
+                               labels=["process"])
+        instances = GaugeMetricFamily("cisco_amp_process_instances",
+                                      "How many processes of that name run.", labels=["process"])
+        start = GaugeMetricFamily("cisco_amp_process_start_time_seconds",
+                                  "Start time of the newest process of that name (Unix time).",
+                                  labels=["process"])
+        cpu = CounterMetricFamily("cisco_amp_process_cpu_seconds",
+                                  "CPU time used by the running processes of that name.",
+                                  labels=["process", "mode"])
+        rss = GaugeMetricFamily("cisco_amp_process_resident_memory_bytes",
+                                "Resident memory of the processes of that name.",
+                                labels=["process"])
+        threads = GaugeMetricFamily("cisco_amp_process_threads",
+                                    "Threads of the processes of that name.", labels=["process"])
+        fds = GaugeMetricFamily("cisco_amp_process_open_fds",
+                                "Open file descriptors of the processes of that name.",
+                                labels=["process"])
+        restarts = CounterMetricFamily(
+            "cisco_amp_process_restarts",
+            "Restarts observed by the exporter (a new PID or start time between collections; "
+            "restarts faster than the scrape interval count once).", labels=["process"])
+        for name in names:
+            procs = snap.by_name(name)
+            up.add_metric([name], 1.0 if procs else 0.0)
+            instances.add_metric([name], float(len(procs)))
+            restarts.add_metric([name], float(snap.restarts.get(name, 0)))
+            if not procs:
+                continue
+            start.add_metric([name], max(p.start_time for p in procs))
+            cpu.add_metric([name, "user"], sum(p.cpu_user_seconds for p in procs))
+            cpu.add_metric([name, "system"], sum(p.cpu_system_seconds for p in procs))
+            rss.add_metric([name], float(sum(p.resident_bytes for p in procs)))
+            threads.add_metric([name], float(sum(p.threads for p in procs)))
+            if all(p.fds_readable for p in procs):
+                fds.add_metric([name], float(sum(p.open_fds for p in procs)))
+        scan_restarts = CounterMetricFamily(
+            "cisco_amp_scan_service_restarts",
+            "Restarts of the scan service (ampscansvc) observed by the exporter.",
+            value=float(snap.restarts.get(SCAN_SERVICE, 0)))
+        return [up, instances, start, cpu, rss, threads, fds, restarts, scan_restarts]

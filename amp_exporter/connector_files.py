@@ -1,0 +1,155 @@
+"""The connector's own files: install marker, version, applied policy, definitions.
+
+Their formats are not public, so parsing is tolerant: look for the element by its
+last path components in any namespace, and treat "cannot tell" as unknown.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import xml.etree.ElementTree as ET
+from typing import Optional
+
+from amp_exporter.hostpaths import HostPaths, read_text
+
+AMP_DIR = "opt/cisco/amp"
+DAEMON_BINARY = "opt/cisco/amp/bin/ampdaemon"
+GLOBAL_XML = "opt/cisco/amp/etc/global.xml"
+POLICY_XML = "opt/cisco/amp/etc/policy.xml"
+DEFAULT_DEFINITIONS_GLOBS = (
+    "opt/cisco/amp/clamav/*.cvd",
+    "opt/cisco/amp/clamav/*.cld",
+    "opt/cisco/amp/var/clamav/*.cvd",
+    "opt/cisco/amp/var/clamav/*.cld",
+)
+# Policy settings that decide whether faults 8, 9 and 16 can arise (path under config/).
+POLICY_FEATURES = {
+    "file_copy_move_monitoring": ("agent", "driver", "protmode", "file"),
+    "device_flow_correlation": ("agent", "nfm", "enable"),
+    "behavioral_protection": ("agent", "apde", "enable"),
+}
+_VERSION = re.compile(r"\b(\d+\.\d+\.\d+(?:\.\d+)?)\b")
+CVD_HEADER_SIZE = 512
+
+
+def installed(paths: HostPaths) -> bool:
+    return os.path.exists(paths.root(DAEMON_BINARY))
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1].split(":")[-1]
+
+
+def _find(root: ET.Element, names: tuple[str, ...]) -> Optional[str]:
+    """Text of the first element whose path ends with `names`, namespaces ignored."""
+    def walk(elem: ET.Element, trail: tuple[str, ...]) -> Optional[str]:
+        trail = (*trail, _local(elem.tag))[-len(names):]
+        if trail == names and elem.text is not None:
+            return elem.text.strip()
+        for child in elem:
+            found = walk(child, trail)
+            if found is not None:
+                return found
+        return None
+
+    return walk(root, ())
+
+
+def parse_version(xml_text: str) -> Optional[str]:
+    """The connector version from global.xml: an element named *version, else the first
+    dotted version anywhere in the file."""
+    try:
+        root = ET.fromstring(xml_text)
+        for elem in root.iter():
+            if _local(elem.tag).lower().endswith("version") and elem.text:
+                match = _VERSION.search(elem.text)
+                if match:
+                    return match.group(1)
+            for key, value in elem.attrib.items():
+                if key.lower().endswith("version"):
+                    match = _VERSION.search(value)
+                    if match:
+                        return match.group(1)
+    except ET.ParseError:
+        pass
+    match = _VERSION.search(xml_text)
+    return match.group(1) if match else None
+
+
+def connector_version(paths: HostPaths) -> Optional[str]:
+    try:
+        return parse_version(read_text(paths.root(GLOBAL_XML)))
+    except FileNotFoundError:
+        return None
+
+
+def version_tuple(version: Optional[str]) -> Optional[tuple[int, ...]]:
+    if not version:
+        return None
+    return tuple(int(x) for x in version.split(".")[:3])
+
+
+def parse_policy(xml_text: str) -> dict[str, Optional[bool]]:
+    """{feature: on/off/None} from the applied policy; raises ValueError on bad XML."""
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError as exc:
+        raise ValueError(f"policy is not XML: {exc}") from exc
+    features: dict[str, Optional[bool]] = {}
+    for feature, names in POLICY_FEATURES.items():
+        value = _find(root, names)
+        features[feature] = None if value is None else value not in ("", "0", "false")
+    return features
+
+
+def policy_name(xml_text: str) -> tuple[Optional[str], Optional[str]]:
+    root = ET.fromstring(xml_text)
+    return _find(root, ("policy", "name")), _find(root, ("policy", "serial_number"))
+
+
+def policy_features(paths: HostPaths) -> dict[str, Optional[bool]]:
+    """Features of the applied policy; None for each one that cannot be read."""
+    try:
+        return parse_policy(read_text(paths.root(POLICY_XML), 8 << 20))
+    except (FileNotFoundError, ValueError):
+        return dict.fromkeys(POLICY_FEATURES)
+
+
+def feature_on(features: dict[str, Optional[bool]], feature: str) -> bool:
+    """Unknown counts as on: a fault the connector raises is its word that it is on."""
+    return features.get(feature) is not False
+
+
+def check_cvd_header(header: bytes, size: int) -> Optional[str]:
+    """None for a plausible ClamAV database, else why not ('truncated', 'bad_header')."""
+    if size < CVD_HEADER_SIZE or len(header) < CVD_HEADER_SIZE:
+        return "truncated"
+    text = header[:CVD_HEADER_SIZE].decode("ascii", errors="replace")
+    fields = text.rstrip(" \x00").split(":")
+    if fields[0] != "ClamAV-VDB" or len(fields) < 8:
+        return "bad_header"
+    if not (fields[2].isdigit() and fields[3].isdigit()):
+        return "bad_header"
+    if size <= CVD_HEADER_SIZE:
+        return "truncated"  # a header with no signatures behind it
+    return None
+
+
+def definitions_files(paths: HostPaths, patterns: tuple[str, ...]) -> list[str]:
+    found: list[str] = []
+    for pattern in patterns:
+        found.extend(sorted(glob.glob(str(paths.root(pattern)))))
+    return found
+
+
+def parse_cvd_header(header: bytes) -> dict[str, float]:
+    """Version and build time (Unix seconds, field 9) from a ClamAV header, where present."""
+    fields = header[:CVD_HEADER_SIZE].decode("ascii", errors="replace").rstrip(" \x00").split(":")
+    values: dict[str, float] = {}
+    if len(fields) > 2 and fields[2].isdigit():
+        values["version"] = float(fields[2])
+    if len(fields) > 8 and fields[8].strip().isdigit():
+        values["built"] = float(fields[8].strip())
+    return values

@@ -1,0 +1,102 @@
+"""The one door to the host's files.
+
+Every file the exporter reads is named relative to the host root, so the same
+program reads a real host (`--path.rootfs /`), a container's view of it
+(`--path.rootfs /host`) or an example tree. Absolute symlinks inside the tree
+(`lib/modules/R/build -> /usr/src/kernels/R`) are resolved against the root, as
+a chroot would, never against the exporter's own filesystem.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Optional
+
+# Reads are capped: a host file that is suddenly huge must not cost a scrape its memory.
+DEFAULT_READ_LIMIT = 1 << 20
+_MAX_SYMLINK_HOPS = 40
+
+
+class HostPaths:
+    """Paths under the configured root, proc and sys trees."""
+
+    def __init__(
+        self, rootfs: str = "/", procfs: Optional[str] = None, sysfs: Optional[str] = None
+    ) -> None:
+        self.rootfs = Path(rootfs)
+        self.procfs = Path(procfs) if procfs else self.rootfs / "proc"
+        self.sysfs = Path(sysfs) if sysfs else self.rootfs / "sys"
+
+    def __repr__(self) -> str:
+        return f"HostPaths(rootfs={self.rootfs}, procfs={self.procfs}, sysfs={self.sysfs})"
+
+    def root(self, *parts: str) -> Path:
+        """A path under the host root: root('etc', 'passwd')."""
+        return self.rootfs.joinpath(*(p.lstrip("/") for p in parts))
+
+    def proc(self, *parts: str) -> Path:
+        return self.procfs.joinpath(*(p.lstrip("/") for p in parts))
+
+    def sys(self, *parts: str) -> Path:
+        return self.sysfs.joinpath(*(p.lstrip("/") for p in parts))
+
+    @property
+    def procfs_is_live(self) -> bool:
+        """True when procfs is this kernel's own (netlink answers about the same processes)."""
+        try:
+            return os.path.samefile(self.procfs, "/proc") and os.path.ismount(self.procfs)
+        except OSError:
+            return False
+
+    def resolve(self, host_path: str) -> Optional[Path]:
+        """Resolve a host path (e.g. '/lib/modules/R/build') inside the root.
+
+        Follows symlinks one hop at a time, treating absolute targets as relative
+        to the root. Returns the resolved path, or None when any hop is missing
+        (a dangling link) or the chain loops.
+        """
+        parts = [p for p in host_path.split("/") if p]
+        resolved: list[str] = []
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            if part == ".":
+                continue
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = self.root(*resolved, part)
+            try:
+                target = os.readlink(candidate)
+            except OSError as exc:
+                if exc.errno == errno.EINVAL:  # not a link: a plain file or directory
+                    resolved.append(part)
+                    continue
+                return None  # ENOENT, EACCES, ...: the chain cannot be followed
+            hops += 1
+            if hops > _MAX_SYMLINK_HOPS:
+                return None
+            target_parts = [p for p in target.split("/") if p]
+            if target.startswith("/"):
+                resolved = []
+            parts = target_parts + parts
+        path = self.root(*resolved)
+        return path if os.path.lexists(path) else None
+
+
+def read_text(path: Path, limit: int = DEFAULT_READ_LIMIT) -> str:
+    """Read at most `limit` bytes of a host file as text (undecodable bytes replaced).
+
+    Raises OSError as open() does: callers decide whether a missing file is
+    "no data" or a failure.
+    """
+    with open(path, "rb") as handle:
+        data = handle.read(limit)
+    return data.decode("utf-8", errors="replace")
+
+
+def read_first_line(path: Path) -> str:
+    return read_text(path, 4096).split("\n", 1)[0].strip()

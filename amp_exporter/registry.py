@@ -1,0 +1,239 @@
+"""Collector registry and the scrape loop around it.
+
+Each collector module registers a class with `@register("name")`; the command
+line turns the registry into `--collector.NAME` / `--no-collector.NAME` flags.
+`Exporter` runs the enabled collectors for every scrape, times each one, and
+turns a failing collector into `amp_exporter_scrape_collector_success 0`
+instead of a failed scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from amp_exporter.hostpaths import HostPaths
+
+log = logging.getLogger("amp_exporter")
+
+# Bounded vocabulary for amp_exporter_collector_errors_total{reason}.
+ERROR_REASONS = ("timeout", "exit_status", "parse", "permission", "missing", "internal")
+
+
+class CollectorError(Exception):
+    """A collector could not do its job; `reason` is one of ERROR_REASONS."""
+
+    def __init__(self, reason: str, message: str, partial: Iterable[Metric] = ()) -> None:
+        if reason not in ERROR_REASONS:
+            reason = "internal"
+        super().__init__(message)
+        self.reason = reason
+        # Series the collector could still vouch for (e.g. ampcli's own health).
+        self.partial = list(partial)
+
+
+@dataclass
+class Settings:
+    """Everything collectors are configured with (built from the command line)."""
+
+    paths: HostPaths
+    ampcli_path: str
+    ampcli_timeout: float = 5.0
+    ampcli_cache_seconds: float = 5.0
+    scan_restart_threshold: int = 3
+    scan_restart_window_seconds: float = 600.0
+    min_available_memory_bytes: int = 1 << 30
+    supported_kernels: tuple[str, ...] = ()
+    definitions_glob: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Collector:
+    """Base class: subclasses implement `collect()` and return their metric families.
+
+    `collect()` is called from many scrape threads at once. Anything kept between
+    calls must be guarded, and a state change (a restart counted, a log offset
+    moved) must happen once per real change, not once per scrape.
+    """
+
+    name = ""
+    default_enabled = True
+    help = ""
+
+    def __init__(self, settings: Settings, shared: SharedState) -> None:
+        self.settings = settings
+        self.paths = settings.paths
+        self.shared = shared
+
+    def collect(self) -> Iterable[Metric]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources (background threads, file descriptors) at shutdown."""
+
+
+_REGISTRY: dict[str, type[Collector]] = {}
+
+
+def register(cls: type[Collector]) -> type[Collector]:
+    if not cls.name or cls.name in _REGISTRY:
+        raise ValueError(f"collector name missing or duplicated: {cls.name!r}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available() -> dict[str, type[Collector]]:
+    import amp_exporter.collectors  # noqa: F401  (registers every collector)
+
+    return dict(sorted(_REGISTRY.items()))
+
+
+class SharedState:
+    """Facts several collectors need, computed once and shared (process table, ampcli)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from amp_exporter.ampcli import AmpcliRunner
+        from amp_exporter.processes import ProcessTable
+
+        self.settings = settings
+        self.processes = ProcessTable(settings.paths)
+        self.ampcli = AmpcliRunner(
+            settings.ampcli_path, settings.ampcli_timeout, settings.ampcli_cache_seconds
+        )
+
+    def close(self) -> None:
+        self.ampcli.close()
+
+
+class Exporter:
+    """A prometheus_client custom collector that runs every enabled collector per scrape."""
+
+    def __init__(self, settings: Settings, enabled: Iterable[str]) -> None:
+        registry = available()
+        self.settings = settings
+        self.shared = SharedState(settings)
+        self.collectors: list[Collector] = [registry[n](settings, self.shared) for n in enabled]
+        self._errors: dict[tuple[str, str], int] = {}
+        self._errors_lock = threading.Lock()
+        for c in self.collectors:
+            for reason in ERROR_REASONS:
+                self._errors[(c.name, reason)] = 0
+
+    def describe(self) -> list[Metric]:
+        # Registration must not run a scrape (it would start ampcli at start-up).
+        return []
+
+    def run_collector(self, collector: Collector) -> tuple[list[Metric], bool, float]:
+        start = time.perf_counter()
+        try:
+            families = list(collector.collect())
+            ok = True
+        except CollectorError as exc:
+            families, ok = exc.partial, False
+            self._count_error(collector.name, exc.reason)
+            log.error("collector failed", extra={"collector": collector.name,
+                                                 "reason": exc.reason, "err": str(exc)})
+        except Exception as exc:  # a bug or a host surprise must not fail the scrape
+            families, ok = [], False
+            self._count_error(collector.name, "internal")
+            log.exception("collector crashed", extra={"collector": collector.name,
+                                                      "err": repr(exc)})
+        return families, ok, time.perf_counter() - start
+
+    def _count_error(self, collector: str, reason: str) -> None:
+        with self._errors_lock:
+            self._errors[(collector, reason)] = self._errors.get((collector, reason), 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        success = GaugeMetricFamily(
+            "amp_exporter_scrape_collector_success",
+            "1 when the collector's last run succeeded, 0 when it failed.",
+            labels=["collector"],
+        )
+        duration = GaugeMetricFamily(
+            "amp_exporter_scrape_collector_duration_seconds",
+            "How long the collector's last run took.",
+            labels=["collector"],
+        )
+        merged: dict[str, Metric] = {}
+        for collector in self.collectors:
+            families, ok, seconds = self.run_collector(collector)
+            success.add_metric([collector.name], 1.0 if ok else 0.0)
+            duration.add_metric([collector.name], seconds)
+            for family in families:
+                # Two collectors may add to one family (fault causes): one HELP line each.
+                if family.name in merged:
+                    merged[family.name].samples.extend(family.samples)
+                else:
+                    merged[family.name] = family
+        yield from merged.values()
+        yield from static_families()
+        yield success
+        yield duration
+        errors = CounterMetricFamily(
+            "amp_exporter_collector_errors",
+            "Collector runs that failed, by collector and reason.",
+            labels=["collector", "reason"],
+        )
+        with self._errors_lock:
+            for (name, reason), count in sorted(self._errors.items()):
+                errors.add_metric([name, reason], count)
+        yield errors
+
+    def close(self) -> None:
+        for c in self.collectors:
+            try:
+                c.close()
+            except Exception:
+                log.exception("closing collector failed", extra={"collector": c.name})
+        self.shared.close()
+
+
+def static_families() -> list[Metric]:
+    """Facts about the exporter and its catalog that need no collector to run."""
+    import platform
+
+    from amp_exporter import __version__
+    from amp_exporter.catalog import FAULTS
+
+    build = GaugeMetricFamily(
+        "amp_exporter_build_info", "amp-exporter's version and the Python running it.",
+        labels=["version", "python"],
+    )
+    build.add_metric([__version__, platform.python_version()], 1.0)
+    info = GaugeMetricFamily(
+        "cisco_amp_fault_info", "The catalog's title of each known fault (always 1).",
+        labels=["fault_id", "title"],
+    )
+    for f in FAULTS:
+        info.add_metric([str(f.id), f.title], 1.0)
+    return [build, info]
+
+
+def resolve_enabled(
+    choices: dict[str, Optional[bool]], disable_defaults: bool
+) -> list[str]:
+    """Which collectors run: defaults, minus --no-collector.X, plus --collector.X."""
+    names = []
+    for name, cls in available().items():
+        chosen = choices.get(name)
+        if chosen is None:
+            chosen = cls.default_enabled and not disable_defaults
+        if chosen:
+            names.append(name)
+    return names
+
+
+def host_error(exc: OSError, what: str) -> CollectorError:
+    """A CollectorError for a host file that could not be read."""
+    if isinstance(exc, PermissionError):
+        return CollectorError("permission", f"{what}: permission denied ({exc.filename})")
+    if isinstance(exc, FileNotFoundError):
+        return CollectorError("missing", f"{what}: not found ({exc.filename})")
+    return CollectorError("internal", f"{what}: {exc}")
