@@ -179,15 +179,20 @@ class ProcessTable:
                 del self._connector[pid]
         recheck, self._recheck = self._recheck, set()
         for pid, inode in current.items():
-            if pid in self._connector or (pid in self._other and pid not in recheck):
+            if pid in self._other and pid not in recheck:
                 continue
+            # Connector PIDs are few: read them again every time, so a process that
+            # re-executed or restarted under the same PID is seen as new.
             found = self._classify(pid, uptime)
             if found is None:
+                self._connector.pop(pid, None)
                 self._other[pid] = inode
                 continue
             self._other.pop(pid, None)
             name, start = found
-            self._connector[pid] = (inode, start, name, _psutil_process(pid))
+            known = self._connector.get(pid)
+            if known is None or known[1:3] != (start, name):
+                self._connector[pid] = (inode, start, name, _psutil_process(pid))
 
         processes = []
         for pid, (_inode, start, name, handle) in sorted(self._connector.items()):

@@ -1,0 +1,92 @@
+"""Shared fixtures: example host trees built by examples/build_hosts.py, and scrapes."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parent.parent
+EXPORTER = [sys.executable, "-m", "amp_exporter"]
+
+
+def _load_builder():
+    spec = importlib.util.spec_from_file_location("build_hosts",
+                                                  REPO / "examples" / "build_hosts.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_hosts"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+builder = _load_builder()
+
+
+@pytest.fixture(scope="session")
+def hosts(tmp_path_factory) -> dict[str, Path]:
+    """Every example host, built once per session. Read-only: copy before changing."""
+    return builder.build(tmp_path_factory.mktemp("hosts"))
+
+
+@pytest.fixture
+def host_copy(tmp_path):
+    """A private, changeable copy of one example host: host_copy('healthy-ebpf-btf')."""
+    def make(name: str) -> Path:
+        return builder.build(tmp_path / "hosts", [name])[name]
+    return make
+
+
+def run_exporter(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TZ": "UTC", "PYTHONPATH": str(REPO)}
+    return subprocess.run([*EXPORTER, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=REPO, **kwargs)
+
+
+def parse_exposition(text: str) -> dict[str, dict[tuple, float]]:
+    """{sample name: {sorted label items: value}}"""
+    samples: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return samples
+
+
+class Scrape(dict):
+    def value(self, name: str, **labels):
+        return self.get(name, {}).get(tuple(sorted((k, str(v)) for k, v in labels.items())))
+
+    def causes(self, fault_id: int) -> dict[str, float]:
+        return {dict(k)["cause"]: v for k, v in self.get("cisco_amp_fault_cause", {}).items()
+                if dict(k)["fault_id"] == str(fault_id)}
+
+    def found_causes(self) -> set[tuple[int, str]]:
+        return {(int(dict(k)["fault_id"]), dict(k)["cause"])
+                for k, v in self.get("cisco_amp_fault_cause", {}).items() if v == 1}
+
+    def success(self) -> dict[str, float]:
+        return {dict(k)["collector"]: v
+                for k, v in self.get("amp_exporter_scrape_collector_success", {}).items()}
+
+
+def scrape_text(root: Path, *flags: str) -> str:
+    result = run_exporter("textfile", "--output", "-", "--path.rootfs", str(root), *flags)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def scrape():
+    """scrape(root, *flags) -> Scrape, through the real command line, end to end."""
+    def do(root: Path, *flags: str) -> Scrape:
+        return Scrape(parse_exposition(scrape_text(root, *flags)))
+    return do
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None

@@ -1,0 +1,154 @@
+"""Each collector against the example hosts, asserting values, through the command line."""
+
+from __future__ import annotations
+
+import pytest
+
+from amp_exporter.catalog import FAULTS, all_causes
+
+HEALTHY = ("healthy-ebpf-btf", "healthy-ebpf-headers", "healthy-kmod")
+ALL_COLLECTORS = {"bpf", "connector", "kernel", "logs", "network", "processes", "scan_service",
+                  "scan_user", "selinux"}
+EVERY_CAUSE = {(fid, c.name) for fid, c in all_causes()}
+
+# What our own checks must find on each fault host: exactly these causes, nothing else.
+EXPECTED_CAUSES = {
+    "fault-5-scan-user": {(5, "scan_user_missing"), (5, "scan_group_missing"),
+                          (5, "usergroups_disabled"), (5, "directory_mode_changed"),
+                          (5, "scan_service_as_root")},
+    "fault-6-scan-restarting": set(),  # restarts are seen over time: test_restarts.py
+    "fault-7-scan-failed": {(7, "scan_service_not_running"), (7, "low_memory"),
+                            (7, "definitions_invalid")},
+    "fault-8-file-monitoring": {(8, "secure_boot_enabled"), (8, "ampavflt_not_loaded"),
+                                (8, "ampfsm_not_loaded"), (9, "secure_boot_enabled"),
+                                (9, "ampavflt_not_loaded"), (9, "ampfsm_not_loaded")},
+    "fault-9-network-monitoring": {(8, "ampavflt_not_loaded"), (9, "ampavflt_not_loaded")},
+    "fault-11-kernel-headers": {(11, "kernel_headers_missing")},
+    "fault-16-incompatible-kernel": set(),  # needs --check.supported-kernels: below
+    "fault-18-overloaded": set(),
+    "fault-19-selinux": {(19, "selinux_module_disabled")},
+    "multi-fault": {(7, "scan_service_not_running")},
+}
+EXPECTED_ACTIVE = {
+    "fault-5-scan-user": {5: 2}, "fault-6-scan-restarting": {6: 2},
+    "fault-7-scan-failed": {7: 3}, "fault-8-file-monitoring": {8: 3},
+    "fault-9-network-monitoring": {9: 3}, "fault-11-kernel-headers": {11: 3},
+    "fault-16-incompatible-kernel": {16: 3}, "fault-18-overloaded": {18: 3},
+    "fault-19-selinux": {19: 3}, "multi-fault": {7: 3, 23: 2},
+}
+
+
+def active_faults(s):
+    return {int(dict(k)["fault_id"]): s.value("cisco_amp_fault_severity", **dict(k))
+            for k, v in s["cisco_amp_fault_active"].items() if v == 1}
+
+
+@pytest.mark.parametrize("name", HEALTHY)
+def test_healthy_hosts_of_every_generation(hosts, scrape, name):
+    s = scrape(hosts[name])
+    assert s.success() == dict.fromkeys(ALL_COLLECTORS, 1.0)
+    assert s.value("cisco_amp_connector_installed") == 1
+    assert s.value("cisco_amp_connector_connected") == 1
+    assert s.value("cisco_amp_connector_degraded") == 0
+    assert active_faults(s) == {}
+    # Every catalog fault and every catalog cause is present, all 0.
+    assert {int(dict(k)["fault_id"]) for k in s["cisco_amp_fault_active"]} == {
+        f.id for f in FAULTS}
+    assert {(int(dict(k)["fault_id"]), dict(k)["cause"]) for k in s["cisco_amp_fault_cause"]
+            } == EVERY_CAUSE
+    assert s.found_causes() == set()
+    assert s.value("cisco_amp_process_up", process="ampdaemon") == 1
+    assert s.value("cisco_amp_process_up", process="ampscansvc") == 1
+    assert s.value("cisco_amp_scan_service_restarts_total") == 0
+
+
+def test_generations_are_told_apart(hosts, scrape):
+    expected = {"healthy-ebpf-btf": "ebpf_core", "healthy-ebpf-headers": "ebpf_headers",
+                "healthy-kmod": "kernel_modules", "fault-11-kernel-headers": "ebpf_headers",
+                "fault-19-selinux": "ebpf_core", "fault-8-file-monitoring": "kernel_modules"}
+    for name, generation in expected.items():
+        s = scrape(hosts[name])
+        got = [dict(k)["generation"] for k, v in s["cisco_amp_monitoring_generation"].items()
+               if v == 1]
+        assert got == [generation], name
+
+
+def test_ebpf_host_details(hosts, scrape):
+    s = scrape(hosts["healthy-ebpf-btf"])
+    assert s.value("cisco_amp_bpf_programs", process="ampdaemon") == 8
+    assert s.value("cisco_amp_bpf_maps", process="ampdaemon") == 6
+    assert s.value("cisco_amp_bpf_programs", process="ampscansvc") == 0
+    by_type = {dict(k)["type"]: v for k, v in s["cisco_amp_bpf_programs_by_type"].items()}
+    assert sum(by_type.values()) == 8 and set(by_type) <= {"kprobe", "sched_cls", "tracing"}
+    assert s.value("cisco_amp_kernel_btf_available") == 1
+    assert s.value("cisco_amp_kernel_module_loaded", module="ampfsm") == 0
+    assert s.value("cisco_amp_secure_boot_enabled") == 1
+    assert s.value("cisco_amp_selinux_enforcing") == 1
+    assert s.value("cisco_amp_tcp_connections", process="ampdaemon", state="established") == 1
+    assert s.value("amp_exporter_network_source", source="procfs") == 1
+    info = s["cisco_amp_connector_info"]
+    assert len(info) == 1
+    assert dict(next(iter(info)))["version"].startswith("1.26.0")
+
+
+def test_kmod_host_details(hosts, scrape):
+    s = scrape(hosts["healthy-kmod"])
+    for module in ("ampavflt", "ampfsm"):
+        assert s.value("cisco_amp_kernel_module_loaded", module=module) == 1
+    assert s.value("cisco_amp_bpf_programs", process="ampdaemon") == 0
+    assert s.value("cisco_amp_secure_boot_enabled") == 0
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_CAUSES))
+def test_fault_hosts(hosts, scrape, name):
+    s = scrape(hosts[name])
+    assert s.success() == dict.fromkeys(ALL_COLLECTORS, 1.0)
+    assert active_faults(s) == EXPECTED_ACTIVE[name]
+    assert s.found_causes() == EXPECTED_CAUSES[name]
+
+
+def test_unknown_fault_id_is_reported_too(hosts, scrape):
+    s = scrape(hosts["multi-fault"])
+    assert s.value("cisco_amp_fault_active", fault_id=23) == 1
+    assert s.value("cisco_amp_fault_severity", fault_id=23) == 2
+    assert s.value("cisco_amp_faults", severity="critical") == 1
+    assert s.value("cisco_amp_fault_info", fault_id=23, title="x") is None
+
+
+def test_fault_16_needs_a_supported_list(hosts, scrape):
+    root = hosts["fault-16-incompatible-kernel"]
+    assert scrape(root).causes(16) == {"kernel_not_supported": 0}
+    s = scrape(root, "--check.supported-kernels", "5.14.0-*.el9*,4.18.0-*.el8*")
+    assert s.causes(16) == {"kernel_not_supported": 1}
+    s = scrape(root, "--check.supported-kernels", "6.12.0-*")
+    assert s.causes(16) == {"kernel_not_supported": 0}
+
+
+def test_policy_turning_features_off_clears_module_causes(host_copy, scrape):
+    root = host_copy("fault-8-file-monitoring")
+    policy = root / "opt/cisco/amp/etc/policy.xml"
+    text = policy.read_text()
+    text = text.replace("<file>1</file>", "<file>0</file>").replace(
+        "<enable>1</enable></nfm>", "<enable>0</enable></nfm>")
+    policy.write_text(text)
+    s = scrape(root)
+    assert s.value("cisco_amp_policy_feature_enabled", feature="file_copy_move_monitoring") == 0
+    assert s.causes(8) == dict.fromkeys(s.causes(8), 0.0)
+
+
+def test_host_without_connector(hosts, scrape):
+    s = scrape(hosts["no-connector"])
+    assert s.value("cisco_amp_connector_installed") == 0
+    assert set(s["cisco_amp_fault_active"].values()) == {0}
+    assert len(s["cisco_amp_fault_active"]) == len(FAULTS)
+    assert s.found_causes() == set()
+    assert set(s.success().values()) == {1}
+    assert "cisco_amp_process_up" not in s
+
+
+def test_disabled_collectors_do_not_run(hosts, scrape):
+    s = scrape(hosts["healthy-ebpf-btf"], "--collector.disable-defaults", "--collector.kernel")
+    assert s.success() == {"kernel": 1}
+    s = scrape(hosts["healthy-ebpf-btf"], "--no-collector.connector", "--no-collector.logs")
+    assert set(s.success()) == ALL_COLLECTORS - {"connector", "logs"}
+    assert "cisco_amp_fault_active" not in s

@@ -1,0 +1,176 @@
+"""Scan-service restarts: counted once each, never on the first collection, under
+concurrent scrapes; on example trees that change, and on real processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Scrape, parse_exposition
+
+from amp_exporter.cli import build_parser, exposition, make_exporter
+
+
+def exporter_for(root: Path, *flags: str):
+    args = build_parser().parse_args(["textfile", "--output", "-", "--path.rootfs", str(root),
+                                      "--ampcli.cache", "0", *flags])
+    exporter = make_exporter(args)
+    exporter.shared.processes.min_interval = 0  # every scrape looks at the tree again
+    return exporter
+
+
+def scrape(exporter) -> Scrape:
+    return Scrape(parse_exposition(exposition(exporter).decode()))
+
+
+def pid_of(root: Path, comm: str) -> int:
+    for entry in (root / "proc").iterdir():
+        if entry.name.isdigit() and (entry / "comm").read_text().strip() == comm:
+            return int(entry.name)
+    raise LookupError(comm)
+
+
+def restart(root: Path, comm: str, new_pid: int) -> None:
+    """What a restart looks like in proc: the old PID's directory goes, a new PID with a
+    later start time appears."""
+    old = pid_of(root, comm)
+    src, dst = root / "proc" / str(old), root / "proc" / str(new_pid)
+    shutil.copytree(src, dst, symlinks=True)
+    shutil.rmtree(src)
+    stat = (dst / "stat").read_text()
+    head, _, tail = stat.rpartition(")")
+    fields = tail.split()
+    fields[19] = str(int(fields[19]) + 1000)  # starttime: ten seconds later
+    (dst / "stat").write_text(f"{new_pid} ({head.partition('(')[2]}) {' '.join(fields)}\n")
+    status = (dst / "status").read_text()
+    (dst / "status").write_text(re.sub(r"^(Pid|Tgid):\s+\d+", rf"\1:\t{new_pid}", status,
+                                       flags=re.M))
+
+
+def test_restarts_counted_once_each_and_never_on_first_collection(host_copy):
+    root = host_copy("fault-6-scan-restarting")
+    exporter = exporter_for(root)
+    try:
+        first = scrape(exporter)
+        assert first.value("cisco_amp_scan_service_restarts_total") == 0
+        assert first.causes(6) == {"scan_service_restarts": 0}
+        assert scrape(exporter).value("cisco_amp_scan_service_restarts_total") == 0
+        for n, pid in enumerate((50001, 50002, 50003), start=1):
+            restart(root, "ampscansvc", pid)
+            s = scrape(exporter)
+            assert s.value("cisco_amp_scan_service_restarts_total") == n
+            assert s.value("cisco_amp_process_restarts_total", process="ampscansvc") == n
+            # the default threshold is 3 restarts in 10 minutes
+            assert s.causes(6) == {"scan_service_restarts": 1.0 if n >= 3 else 0.0}
+        again = scrape(exporter)
+        assert again.value("cisco_amp_scan_service_restarts_total") == 3
+        assert again.value("cisco_amp_process_restarts_total", process="ampdaemon") == 0
+    finally:
+        exporter.close()
+
+
+def test_concurrent_scrapes_count_a_restart_once(host_copy):
+    root = host_copy("healthy-ebpf-btf")
+    exporter = exporter_for(root)
+    try:
+        scrape(exporter)
+        restart(root, "ampscansvc", 60001)
+        results: list[Scrape] = []
+        threads = [threading.Thread(target=lambda: results.append(scrape(exporter)))
+                   for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert {r.value("cisco_amp_scan_service_restarts_total") for r in results} == {1}
+    finally:
+        exporter.close()
+
+
+def test_scan_service_gone_then_back_counts_one_restart(host_copy):
+    root = host_copy("healthy-ebpf-btf")
+    exporter = exporter_for(root)
+    try:
+        scrape(exporter)
+        pid = pid_of(root, "ampscansvc")
+        parked = root / "parked"
+        shutil.move(root / "proc" / str(pid), parked)
+        s = scrape(exporter)
+        assert s.value("cisco_amp_process_up", process="ampscansvc") == 0
+        assert s.causes(7)["scan_service_not_running"] == 1
+        shutil.move(parked, root / "proc" / str(pid + 7))
+        restart(root, "ampscansvc", pid + 8)
+        s = scrape(exporter)
+        assert s.value("cisco_amp_process_up", process="ampscansvc") == 1
+        assert s.value("cisco_amp_scan_service_restarts_total") == 1
+    finally:
+        exporter.close()
+
+
+# -- real processes on this machine --------------------------------------------------------
+
+LIVE_BIN = Path("/opt/cisco/amp/bin")
+
+
+@pytest.fixture
+def live_connector():
+    """Real processes named like the connector's, run from /opt/cisco/amp/bin on this
+    machine (only where no connector is installed, and only as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create /opt/cisco/amp/bin")
+    if Path("/opt/cisco").exists():
+        pytest.skip("/opt/cisco exists on this machine: not touching a real connector")
+    LIVE_BIN.mkdir(parents=True)
+    procs: list[subprocess.Popen] = []
+    try:
+        for name in ("ampdaemon", "ampscansvc"):
+            shutil.copy("/bin/sleep", LIVE_BIN / name)
+
+        def start(name: str) -> subprocess.Popen:
+            p = subprocess.Popen([str(LIVE_BIN / name), "600"])
+            procs.append(p)
+            return p
+
+        yield start
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree("/opt/cisco")
+
+
+def test_real_processes_restart_and_churn(live_connector, tmp_path):
+    live_connector("ampdaemon")
+    scansvc = live_connector("ampscansvc")
+    time.sleep(0.1)
+    args = build_parser().parse_args(["textfile", "--output", "-", "--collector.disable-defaults",
+                                      "--collector.processes", "--collector.bpf"])
+    exporter = make_exporter(args)
+    exporter.shared.processes.min_interval = 0
+    try:
+        s = scrape(exporter)
+        assert s.value("cisco_amp_process_up", process="ampscansvc") == 1
+        assert s.value("cisco_amp_process_resident_memory_bytes", process="ampdaemon") > 0
+        assert s.value("cisco_amp_bpf_programs", process="ampdaemon") == 0
+        # Processes that come and go while we scrape never break a scrape.
+        churn = [subprocess.Popen(["sleep", "0.01"]) for _ in range(50)]
+        for _ in range(5):
+            assert set(scrape(exporter).success().values()) == {1}
+        for p in churn:
+            p.wait()
+        scansvc.kill()
+        scansvc.wait()
+        assert scrape(exporter).value("cisco_amp_process_up", process="ampscansvc") == 0
+        live_connector("ampscansvc")
+        time.sleep(0.1)
+        s = scrape(exporter)
+        assert s.value("cisco_amp_process_up", process="ampscansvc") == 1
+        assert s.value("cisco_amp_scan_service_restarts_total") == 1
+    finally:
+        exporter.close()
