@@ -34,6 +34,9 @@ def run(exporter: Exporter, out: TextIO) -> int:
     def value(name: str, **labels) -> Optional[float]:
         return values.get(name, {}).get(tuple(sorted(labels.items())))
 
+    last = exporter.shared.ampcli.last
+    messages = ({fid: f.message for fid, f in last.status.faults.items() if f.message}
+                if last is not None and last.status is not None else {})
     problems = 0
     installed = value("cisco_amp_connector_installed")
     out.write(f"Host root: {exporter.settings.paths.rootfs}\n")
@@ -65,8 +68,10 @@ def run(exporter: Exporter, out: TextIO) -> int:
         elif active is None:
             state = "unknown (ampcli did not answer)"
         else:
-            state = "clear"
+            state = "clear" + (", but a cause is present" if found else "")
         out.write(f"[{fault.id:>2}] {fault.title}: {state}\n")
+        if fault.id in messages:
+            out.write(f"     connector says: {messages[fault.id]}\n")
         if active == 1 or found:
             problems += 1
             for cause, detail in found:
@@ -80,8 +85,9 @@ def run(exporter: Exporter, out: TextIO) -> int:
                       if v == 1 and int(fid) not in FAULTS_BY_ID), key=int)
     for fid in unknown:
         problems += 1
-        out.write(f"[{fid:>2}] (not in the catalog): RAISED; see the connector's own message "
-                  "in `ampcli status`\n")
+        out.write(f"[{fid:>2}] (not in the catalog): RAISED\n")
+        if int(fid) in messages:
+            out.write(f"     connector says: {messages[int(fid)]}\n")
     if failed:
         out.write("\nChecks that could not run (see the log above): " + ", ".join(failed) + "\n")
     out.write("\n" + ("Healthy.\n" if problems == 0 else f"{problems} problem(s) found.\n"))

@@ -35,7 +35,12 @@ CVD_HEADER_SIZE = 512
 
 
 def installed(paths: HostPaths) -> bool:
-    return os.path.exists(paths.root(DAEMON_BINARY))
+    """Raises PermissionError when the answer is hidden from us (not "not installed")."""
+    try:
+        os.stat(paths.root(DAEMON_BINARY))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
 
 
 def _local(tag: str) -> str:

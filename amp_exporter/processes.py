@@ -119,7 +119,12 @@ class ProcessTable:
             snap = self._snapshot
             if snap is not None and time.monotonic() - snap.taken_at < self.min_interval:
                 return snap
-            self._snapshot = self._refresh()
+            try:
+                self._snapshot = self._refresh()
+            except OSError as exc:
+                from amp_exporter.registry import host_error
+
+                raise host_error(exc, "listing processes") from exc
             return self._snapshot
 
     # -- discovery ---------------------------------------------------------------------

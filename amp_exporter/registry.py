@@ -139,6 +139,12 @@ class Exporter:
             self._count_error(collector.name, exc.reason)
             log.error("collector failed", extra={"collector": collector.name,
                                                  "reason": exc.reason, "err": str(exc)})
+        except OSError as exc:  # a host file we could not read, outside a collector's own care
+            families, ok = [], False
+            error = host_error(exc, "reading the host")
+            self._count_error(collector.name, error.reason)
+            log.error("collector failed", extra={"collector": collector.name,
+                                                 "reason": error.reason, "err": str(error)})
         except Exception as exc:  # a bug or a host surprise must not fail the scrape
             families, ok = [], False
             self._count_error(collector.name, "internal")

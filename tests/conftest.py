@@ -90,3 +90,37 @@ def scrape():
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+# -- real processes on this machine --------------------------------------------------------
+
+LIVE_BIN = Path("/opt/cisco/amp/bin")
+
+
+@pytest.fixture
+def live_connector():
+    """Real processes named like the connector's, run from /opt/cisco/amp/bin on this
+    machine (only where no connector is installed, and only as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create /opt/cisco/amp/bin")
+    if Path("/opt/cisco").exists():
+        pytest.skip("/opt/cisco exists on this machine: not touching a real connector")
+    LIVE_BIN.mkdir(parents=True)
+    procs: list[subprocess.Popen] = []
+    try:
+        def start(name: str, program: str = "/bin/sleep", *args: str) -> subprocess.Popen:
+            """Run a copy of `program` as /opt/cisco/amp/bin/NAME (default: sleep 600)."""
+            if not (LIVE_BIN / name).exists():
+                shutil.copy(program, LIVE_BIN / name)
+            env = {**os.environ, "PYTHONPATH": str(REPO)}
+            p = subprocess.Popen([str(LIVE_BIN / name), *(args or ("600",))], env=env,
+                                 stdout=subprocess.PIPE, text=True)
+            procs.append(p)
+            return p
+
+        yield start
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree("/opt/cisco")

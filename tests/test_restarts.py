@@ -3,7 +3,6 @@ concurrent scrapes; on example trees that change, and on real processes."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -11,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from conftest import Scrape, parse_exposition
 
 from amp_exporter.cli import build_parser, exposition, make_exporter
@@ -113,39 +111,9 @@ def test_scan_service_gone_then_back_counts_one_restart(host_copy):
         exporter.close()
 
 
-# -- real processes on this machine --------------------------------------------------------
+# -- real processes on this machine (live_connector: see conftest) ---------------------------
 
-LIVE_BIN = Path("/opt/cisco/amp/bin")
-
-
-@pytest.fixture
-def live_connector():
-    """Real processes named like the connector's, run from /opt/cisco/amp/bin on this
-    machine (only where no connector is installed, and only as root)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create /opt/cisco/amp/bin")
-    if Path("/opt/cisco").exists():
-        pytest.skip("/opt/cisco exists on this machine: not touching a real connector")
-    LIVE_BIN.mkdir(parents=True)
-    procs: list[subprocess.Popen] = []
-    try:
-        for name in ("ampdaemon", "ampscansvc"):
-            shutil.copy("/bin/sleep", LIVE_BIN / name)
-
-        def start(name: str) -> subprocess.Popen:
-            p = subprocess.Popen([str(LIVE_BIN / name), "600"])
-            procs.append(p)
-            return p
-
-        yield start
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-        shutil.rmtree("/opt/cisco")
-
-
-def test_real_processes_restart_and_churn(live_connector, tmp_path):
+def test_real_processes_restart_and_churn(live_connector):
     live_connector("ampdaemon")
     scansvc = live_connector("ampscansvc")
     time.sleep(0.1)

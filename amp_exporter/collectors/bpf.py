@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client.core import GaugeMetricFamily
 
+from amp_exporter import bpfsys
 from amp_exporter.registry import Collector, CollectorError, register
 
 # enum bpf_prog_type (include/uapi/linux/bpf.h): bounded label values.
+log = logging.getLogger("amp_exporter.bpf")
+
 PROG_TYPES = {
     "0": "unspec", "1": "socket_filter", "2": "kprobe", "3": "sched_cls", "4": "sched_act",
     "5": "tracepoint", "6": "xdp", "7": "perf_event", "8": "cgroup_skb", "9": "cgroup_sock",
@@ -19,10 +24,29 @@ PROG_TYPES = {
 }
 
 
+def _host_total(name: str, help_text: str, count) -> list:
+    try:
+        return [GaugeMetricFamily(name, help_text, value=float(count()))]
+    except OSError as exc:  # EPERM without CAP_SYS_ADMIN/CAP_BPF: a cross-check we skip
+        log.debug("bpf() not available", extra={"err": str(exc)})
+        return []
+
+
 @register
 class BPFCollector(Collector):
     name = "bpf"
     help = "BPF programs and maps held by each connector process (proc/PID/fd, fdinfo)."
+
+    def host_totals(self) -> list:
+        """Everything loaded on the host (bpf() syscall), where we run on that kernel."""
+        if not self.paths.procfs_is_live:
+            return []
+        return [
+            *_host_total("cisco_amp_host_bpf_programs", "BPF programs loaded on the whole host "
+                         "(bpf() syscall; needs CAP_SYS_ADMIN or CAP_BPF).", bpfsys.host_programs),
+            *_host_total("cisco_amp_host_bpf_maps", "BPF maps on the whole host (bpf() "
+                         "syscall).", bpfsys.host_maps),
+        ]
 
     def collect(self):
         snap = self.shared.processes.snapshot()
@@ -53,7 +77,7 @@ class BPFCollector(Collector):
             maps.add_metric([name], float(nmaps))
         for (name, kind), count in sorted(types.items()):
             by_type.add_metric([name, kind], float(count))
-        families = [programs, maps, by_type]
+        families = [programs, maps, by_type, *self.host_totals()]
         if unreadable:
             raise CollectorError(
                 "permission", "cannot list the fds of " + ", ".join(sorted(set(unreadable)))

@@ -44,7 +44,7 @@ class ScanUserCollector(CauseCollector):
         if usergroups is False and missing:
             findings[(5, "usergroups_disabled")] = (
                 "etc/login.defs sets USERGROUPS_ENAB no and the scan " + " and ".join(missing)
-                + " is missing"
+                + (" are" if len(missing) > 1 else " is") + " missing"
             )
         bad = self.bad_directory_modes()
         if bad:

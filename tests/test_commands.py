@@ -1,0 +1,90 @@
+"""`check` and `textfile`: exit codes, the report, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO, builder, parse_exposition, run_exporter
+
+
+@pytest.mark.parametrize("name", ["healthy-ebpf-btf", "healthy-ebpf-headers", "healthy-kmod",
+                                  "no-connector"])
+def test_check_is_0_on_healthy_hosts(hosts, name):
+    result = run_exporter("check", "--path.rootfs", str(hosts[name]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith("Healthy.")
+
+
+@pytest.mark.parametrize("name", [n for n in builder.HOSTS if n.startswith(("fault-", "multi"))])
+def test_check_is_1_with_a_fault_or_cause(hosts, name):
+    result = run_exporter("check", "--path.rootfs", str(hosts[name]))
+    assert result.returncode == 1, result.stdout
+    assert "RAISED" in result.stdout
+
+
+def test_check_names_causes_and_what_to_do(hosts):
+    out = run_exporter("check", "--path.rootfs", str(hosts["fault-11-kernel-headers"])).stdout
+    assert "[11] Required kernel-level packages missing: RAISED (critical)" in out
+    assert "lib/modules/4.19.0-26-amd64/build does not resolve" in out
+    assert "linux-headers-$(uname -r)" in out
+    assert "Monitoring: ebpf_headers" in out
+
+
+def test_check_reports_a_cause_without_a_fault(host_copy):
+    root = host_copy("healthy-ebpf-btf")
+    (root / "opt/cisco/amp/clamav/daily.cvd").write_bytes(b"garbage")
+    result = run_exporter("check", "--path.rootfs", str(root))
+    assert result.returncode == 1
+    assert "Scan service failed to start: clear, but a cause is present" in result.stdout
+    assert "daily.cvd: truncated" in result.stdout
+
+
+def test_check_with_a_hung_ampcli_says_so(host_copy):
+    root = host_copy("healthy-ebpf-btf")
+    (root / "opt/cisco/amp/bin/ampcli").write_text("#!/bin/sh\nsleep 60\n")
+    result = run_exporter("check", "--path.rootfs", str(root), "--ampcli.timeout", "0.5")
+    assert "unknown (ampcli did not answer)" in result.stdout
+    assert "Checks that could not run (see the log above): connector" in result.stdout
+
+
+def test_check_usage_error_is_2():
+    assert run_exporter("check", "--bogus").returncode == 2
+
+
+def test_textfile_writes_atomically(hosts, tmp_path):
+    out = tmp_path / "amp.prom"
+    result = run_exporter("textfile", "--output", str(out), "--path.rootfs",
+                          str(hosts["fault-19-selinux"]))
+    assert result.returncode == 0, result.stderr
+    samples = parse_exposition(out.read_text())
+    assert samples["cisco_amp_fault_active"][(("fault_id", "19"),)] == 1
+    assert oct(out.stat().st_mode & 0o777) == "0o644"
+    assert [p.name for p in tmp_path.iterdir()] == ["amp.prom"]  # no temporary left
+
+
+def test_textfile_killed_mid_run_leaves_the_old_file_whole(host_copy, tmp_path):
+    root = host_copy("healthy-ebpf-btf")
+    (root / "opt/cisco/amp/bin/ampcli").write_text("#!/bin/sh\nsleep 60\n")
+    (tmp_path / "textfiles").mkdir()
+    out = tmp_path / "textfiles" / "amp.prom"
+    out.write_text("# previous complete exposition\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "amp_exporter", "textfile", "--output", str(out),
+         "--path.rootfs", str(root), "--ampcli.timeout", "30"],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert out.read_text() == "# previous complete exposition\n"
+    assert [p.name for p in out.parent.iterdir()] == ["amp.prom"]
+
+
+def test_textfile_to_an_unwritable_place_fails_cleanly(hosts):
+    result = run_exporter("textfile", "--output", "/proc/no/such/dir/x.prom", "--path.rootfs",
+                          str(hosts["no-connector"]))
+    assert result.returncode == 1 and "cannot write textfile" in result.stderr

@@ -1,0 +1,99 @@
+"""Unreadable host files, tested as an unprivileged user (root ignores permissions): the
+collector that cannot see says so (success 0, an error reason, a log line); the others
+still answer; nothing crashes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO, Scrape, builder, parse_exposition
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"),
+    reason="needs root (to drop to nobody with setpriv) and util-linux setpriv")
+
+
+@pytest.fixture
+def public_host():
+    """A host tree that the user nobody can traverse (pytest's tmp dirs are root-only)."""
+    base = Path(tempfile.mkdtemp(prefix="amp-unpriv-"))
+    base.chmod(0o755)
+    try:
+        yield lambda name: builder.build(base, [name])[name]
+    finally:
+        shutil.rmtree(base)
+
+
+def scrape_as_nobody(root: Path, *flags: str) -> tuple[Scrape, str]:
+    result = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
+         sys.executable, "-m", "amp_exporter", "textfile", "--output", "-",
+         "--path.rootfs", str(root), *flags],
+        capture_output=True, text=True, timeout=60, cwd="/",
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "TZ": "UTC"})
+    assert result.returncode == 0, result.stderr
+    return Scrape(parse_exposition(result.stdout)), result.stderr
+
+
+def test_unreadable_passwd(public_host):
+    root = public_host("healthy-ebpf-btf")
+    (root / "etc/passwd").chmod(0o600)
+    s, log = scrape_as_nobody(root)
+    assert s.success()["scan_user"] == 0
+    assert s.success()["kernel"] == 1 and s.success()["connector"] == 1
+    assert s.value("amp_exporter_collector_errors_total", collector="scan_user",
+                   reason="permission") == 1
+    assert s.causes(5) == {}  # left out, not guessed
+    assert s.causes(7)  # other causes still exported
+    assert "permission denied" in log and "collector=scan_user" in log
+
+
+def test_process_fds_of_another_user(public_host):
+    root = public_host("healthy-ebpf-btf")
+    (root / "proc/1187/fd").chmod(0o700)
+    s, log = scrape_as_nobody(root)
+    assert s.success()["bpf"] == 0
+    assert s.value("cisco_amp_bpf_programs", process="ampdaemon") is None
+    assert s.value("cisco_amp_bpf_programs", process="ampscansvc") == 0
+    assert s.success()["processes"] == 1
+    assert s.value("cisco_amp_process_up", process="ampdaemon") == 1
+    assert "CAP_SYS_PTRACE" in log
+
+
+def test_root_only_selinux_store(public_host):
+    root = public_host("healthy-ebpf-btf")
+    (root / "var/lib/selinux/targeted/active").chmod(0o700)
+    s, log = scrape_as_nobody(root)
+    assert s.success()["selinux"] == 0
+    assert s.causes(19) == {}
+    assert "module store" in log
+
+
+def test_ampcli_not_executable_by_us(public_host):
+    root = public_host("healthy-ebpf-btf")
+    (root / "opt/cisco/amp/bin/ampcli").chmod(0o700)
+    s, _ = scrape_as_nobody(root)
+    assert s.success()["connector"] == 0
+    assert s.value("amp_exporter_collector_errors_total", collector="connector",
+                   reason="permission") == 1
+    assert s.value("cisco_amp_connector_installed") == 1
+
+
+def test_unreadable_tree_root(public_host):
+    root = public_host("healthy-ebpf-btf")
+    for sub in ("etc", "proc", "sys", "opt", "var"):
+        (root / sub).chmod(0o700)
+    s, log = scrape_as_nobody(root)
+    # Nothing readable: every collector says it failed (not "not installed"), none crashes.
+    assert set(s.success().values()) == {0}
+    assert "cisco_amp_connector_installed" not in s
+    reasons = {dict(k)["reason"] for k, v in s["amp_exporter_collector_errors_total"].items()
+               if v}
+    assert reasons == {"permission"}
+    assert "Traceback" not in log
