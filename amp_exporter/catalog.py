@@ -25,6 +25,11 @@ class Cause:
     summary: str
     remedy: str
 
+    @property
+    def reads(self) -> str:
+        """What the check looks at, for docs/faults.md."""
+        return CAUSE_READS[self.name]
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -302,6 +307,38 @@ FAULTS: tuple[Fault, ...] = (
         "denials and open a case with Cisco TAC.",
     ),
 )
+
+# What each cause check looks at (paths relative to the host root), for docs/faults.md.
+CAUSE_READS = {
+    "scan_user_missing": "etc/passwd (the file, not NSS: the connector creates a local user).",
+    "scan_group_missing": "etc/group.",
+    "usergroups_disabled": "etc/login.defs USERGROUPS_ENAB; a cause only while the scan user or "
+    "group is missing.",
+    "directory_mode_changed": "modes of opt/cisco, opt/cisco/amp, opt/cisco/amp/bin (must be "
+    "0755) and of the directories right below opt/cisco/amp (must not be group/world "
+    "writable).",
+    "scan_service_as_root": "proc/PID/status Uid of the ampscansvc process.",
+    "scan_service_restarts": "new (PID, start time) identities of ampscansvc between "
+    "collections, within --check.scan-restart-window, against --check.scan-restarts.",
+    "scan_service_not_running": "proc: ampdaemon present, ampscansvc absent.",
+    "low_memory": "proc/meminfo MemAvailable against --check.min-available-memory.",
+    "definitions_invalid": "the 512-byte ClamAV header of each file matched by "
+    "--check.definitions-glob (default opt/cisco/amp/clamav/*.cvd and similar).",
+    "secure_boot_enabled": "sys/firmware/efi/efivars/SecureBoot-8be4df61-… (4 attribute bytes, "
+    "then the value); kernel-module hosts only, while the policy turns the fault's feature on.",
+    "ampavflt_not_loaded": "proc/modules; kernel-module hosts only, while the feature is on.",
+    "ampfsm_not_loaded": "proc/modules; kernel-module hosts only, while the feature is on.",
+    "kernel_headers_missing": "proc/sys/kernel/osrelease, then lib/modules/RELEASE/build "
+    "resolved inside the root; eBPF-with-headers hosts only (no sys/kernel/btf/vmlinux, or a "
+    "connector before 1.25 per opt/cisco/amp/etc/global.xml).",
+    "kernel_not_supported": "proc/sys/kernel/osrelease against --check.supported-kernels globs; "
+    "no cause when none are given, or when the policy turns both features off.",
+    "selinux_module_missing": "sys/fs/selinux/enforce (else etc/selinux/config), then the module "
+    "store var/lib/selinux/TYPE/active/modules/*/cisco-secure-bpf (RHEL 8+) or "
+    "etc/selinux/TYPE/... (RHEL 7); eBPF hosts only.",
+    "selinux_module_disabled": "the module store's active/modules/disabled/cisco-secure-bpf "
+    "marker (semodule -d); eBPF hosts only.",
+}
 
 FAULTS_BY_ID: dict[int, Fault] = {f.id: f for f in FAULTS}
 

@@ -9,23 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from amp_exporter import connector_files
 from amp_exporter.catalog import FAULTS_BY_ID
-from amp_exporter.registry import Collector
+from amp_exporter.registry import Collector, gauge
 
 # {(fault_id, cause): what was found, in words for `amp-exporter check`}
 Findings = dict[tuple[int, str], str]
 
-CAUSE_HELP = (
-    "1 when the exporter's own check finds this root cause of the fault on this host "
-    "(see docs/metrics.md for the list of causes)."
-)
-
-
-def cause_family() -> GaugeMetricFamily:
-    return GaugeMetricFamily("cisco_amp_fault_cause", CAUSE_HELP, labels=["fault_id", "cause"])
+CAUSE = gauge("", "cisco_amp_fault_cause",
+              "1 when the exporter's own check finds this root cause of the fault on this host "
+              "(causes: docs/faults.md).", ("fault_id", "cause"))
 
 
 class CauseCollector(Collector):
@@ -51,16 +46,9 @@ class CauseCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         findings, evidence = self.findings()
-        family = cause_family()
+        family = CAUSE.family()
         for fid in self.fault_ids:
             for cause in FAULTS_BY_ID[fid].causes:
                 family.add_metric([str(fid), cause.name], 1.0 if (fid, cause.name) in findings
                                   else 0.0)
         return [*evidence, family]
-
-
-def gauge(name: str, help_text: str, value: float, labels: Iterable[str] = (),
-          values: Iterable[str] = ()) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, help_text, labels=list(labels))
-    family.add_metric(list(values), value)
-    return family

@@ -26,6 +26,46 @@ log = logging.getLogger("amp_exporter")
 ERROR_REASONS = ("timeout", "exit_status", "parse", "permission", "missing", "internal")
 
 
+@dataclass(frozen=True)
+class Desc:
+    """A metric's name, type, help and labels, declared once at module level (as
+    node_exporter's prometheus.NewDesc). docs/metrics.md is generated from these."""
+
+    name: str  # counters without _total: prometheus_client appends it
+    kind: str  # "gauge" or "counter"
+    help: str
+    labels: tuple[str, ...] = ()
+    owner: str = ""  # the collector that exports it ("" = the exporter itself)
+
+    def family(self) -> Metric:
+        cls = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
+        return cls(self.name, self.help, labels=list(self.labels))
+
+    def single(self, value: float, *label_values: str) -> Metric:
+        family = self.family()
+        family.add_metric(list(label_values), float(value))
+        return family
+
+    @property
+    def exposed_name(self) -> str:
+        return self.name + "_total" if self.kind == "counter" else self.name
+
+
+DESCS: list[Desc] = []
+
+
+def gauge(owner: str, name: str, help_text: str, labels: tuple[str, ...] = ()) -> Desc:
+    desc = Desc(name, "gauge", help_text, labels, owner)
+    DESCS.append(desc)
+    return desc
+
+
+def counter(owner: str, name: str, help_text: str, labels: tuple[str, ...] = ()) -> Desc:
+    desc = Desc(name, "counter", help_text, labels, owner)
+    DESCS.append(desc)
+    return desc
+
+
 class CollectorError(Exception):
     """A collector could not do its job; `reason` is one of ERROR_REASONS."""
 
@@ -111,6 +151,20 @@ class SharedState:
         self.ampcli.close()
 
 
+SUCCESS = gauge("", "amp_exporter_scrape_collector_success",
+                "1 when the collector's last run succeeded, 0 when it failed.", ("collector",))
+DURATION = gauge("", "amp_exporter_scrape_collector_duration_seconds",
+                 "How long the collector's last run took.", ("collector",))
+ERRORS = counter("", "amp_exporter_collector_errors",
+                 "Collector runs that failed, by collector and reason (" +
+                 ", ".join(ERROR_REASONS) + ").", ("collector", "reason"))
+BUILD_INFO = gauge("", "amp_exporter_build_info",
+                   "amp-exporter's version and the Python running it (always 1).",
+                   ("version", "python"))
+FAULT_INFO = gauge("", "cisco_amp_fault_info",
+                   "The catalog's title of each known fault (always 1).", ("fault_id", "title"))
+
+
 class Exporter:
     """A prometheus_client custom collector that runs every enabled collector per scrape."""
 
@@ -157,16 +211,8 @@ class Exporter:
             self._errors[(collector, reason)] = self._errors.get((collector, reason), 0) + 1
 
     def collect(self) -> Iterator[Metric]:
-        success = GaugeMetricFamily(
-            "amp_exporter_scrape_collector_success",
-            "1 when the collector's last run succeeded, 0 when it failed.",
-            labels=["collector"],
-        )
-        duration = GaugeMetricFamily(
-            "amp_exporter_scrape_collector_duration_seconds",
-            "How long the collector's last run took.",
-            labels=["collector"],
-        )
+        success = SUCCESS.family()
+        duration = DURATION.family()
         merged: dict[str, Metric] = {}
         for collector in self.collectors:
             families, ok, seconds = self.run_collector(collector)
@@ -182,11 +228,7 @@ class Exporter:
         yield from static_families()
         yield success
         yield duration
-        errors = CounterMetricFamily(
-            "amp_exporter_collector_errors",
-            "Collector runs that failed, by collector and reason.",
-            labels=["collector", "reason"],
-        )
+        errors = ERRORS.family()
         with self._errors_lock:
             for (name, reason), count in sorted(self._errors.items()):
                 errors.add_metric([name, reason], count)
@@ -208,15 +250,8 @@ def static_families() -> list[Metric]:
     from amp_exporter import __version__
     from amp_exporter.catalog import FAULTS
 
-    build = GaugeMetricFamily(
-        "amp_exporter_build_info", "amp-exporter's version and the Python running it.",
-        labels=["version", "python"],
-    )
-    build.add_metric([__version__, platform.python_version()], 1.0)
-    info = GaugeMetricFamily(
-        "cisco_amp_fault_info", "The catalog's title of each known fault (always 1).",
-        labels=["fault_id", "title"],
-    )
+    build = BUILD_INFO.single(1, __version__, platform.python_version())
+    info = FAULT_INFO.family()
     for f in FAULTS:
         info.add_metric([str(f.id), f.title], 1.0)
     return [build, info]

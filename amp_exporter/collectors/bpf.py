@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client.core import GaugeMetricFamily
-
 from amp_exporter import bpfsys
-from amp_exporter.registry import Collector, CollectorError, register
+from amp_exporter.registry import Collector, CollectorError, Desc, gauge, register
 
 # enum bpf_prog_type (include/uapi/linux/bpf.h): bounded label values.
 log = logging.getLogger("amp_exporter.bpf")
@@ -24,9 +22,24 @@ PROG_TYPES = {
 }
 
 
-def _host_total(name: str, help_text: str, count) -> list:
+NAME = "bpf"
+PROGRAMS = gauge(NAME, "cisco_amp_bpf_programs",
+                 "BPF programs held by the connector process (its fds).", ("process",))
+MAPS = gauge(NAME, "cisco_amp_bpf_maps", "BPF maps held by the connector process (its fds).",
+             ("process",))
+BY_TYPE = gauge(NAME, "cisco_amp_bpf_programs_by_type",
+                "BPF programs held by the connector process, by program type (fdinfo "
+                "prog_type).", ("process", "type"))
+HOST_PROGRAMS = gauge(NAME, "cisco_amp_host_bpf_programs",
+                      "BPF programs loaded on the whole host (bpf() syscall; live host only, "
+                      "needs CAP_SYS_ADMIN or CAP_BPF).")
+HOST_MAPS = gauge(NAME, "cisco_amp_host_bpf_maps",
+                  "BPF maps on the whole host (bpf() syscall; live host only).")
+
+
+def _host_total(desc: Desc, count) -> list:
     try:
-        return [GaugeMetricFamily(name, help_text, value=float(count()))]
+        return [desc.single(count())]
     except OSError as exc:  # EPERM without CAP_SYS_ADMIN/CAP_BPF: a cross-check we skip
         log.debug("bpf() not available", extra={"err": str(exc)})
         return []
@@ -34,31 +47,19 @@ def _host_total(name: str, help_text: str, count) -> list:
 
 @register
 class BPFCollector(Collector):
-    name = "bpf"
+    name = NAME
     help = "BPF programs and maps held by each connector process (proc/PID/fd, fdinfo)."
 
     def host_totals(self) -> list:
         """Everything loaded on the host (bpf() syscall), where we run on that kernel."""
         if not self.paths.procfs_is_live:
             return []
-        return [
-            *_host_total("cisco_amp_host_bpf_programs", "BPF programs loaded on the whole host "
-                         "(bpf() syscall; needs CAP_SYS_ADMIN or CAP_BPF).", bpfsys.host_programs),
-            *_host_total("cisco_amp_host_bpf_maps", "BPF maps on the whole host (bpf() "
-                         "syscall).", bpfsys.host_maps),
-        ]
+        return [*_host_total(HOST_PROGRAMS, bpfsys.host_programs),
+                *_host_total(HOST_MAPS, bpfsys.host_maps)]
 
     def collect(self):
         snap = self.shared.processes.snapshot()
-        programs = GaugeMetricFamily("cisco_amp_bpf_programs",
-                                     "BPF programs held by the connector process (its fds).",
-                                     labels=["process"])
-        maps = GaugeMetricFamily("cisco_amp_bpf_maps",
-                                 "BPF maps held by the connector process (its fds).",
-                                 labels=["process"])
-        by_type = GaugeMetricFamily("cisco_amp_bpf_programs_by_type",
-                                    "BPF programs held by the connector process, by program "
-                                    "type (fdinfo prog_type).", labels=["process", "type"])
+        programs, maps, by_type = PROGRAMS.family(), MAPS.family(), BY_TYPE.family()
         totals: dict[str, list[int]] = {}
         types: dict[tuple[str, str], int] = {}
         unreadable = []

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 from amp_exporter import connector_files
 from amp_exporter.catalog import FAULTS
-from amp_exporter.causes import gauge
-from amp_exporter.registry import Collector, CollectorError, register
+from amp_exporter.registry import Collector, CollectorError, counter, gauge, register
 
 STATUS_FIELDS_AS_LABELS = {  # ampcli key -> info label; values are short fixed words
     "mode": "mode",
@@ -17,24 +14,48 @@ STATUS_FIELDS_AS_LABELS = {  # ampcli key -> info label; values are short fixed 
 }
 
 
+NAME = "connector"
+INSTALLED = gauge(NAME, "cisco_amp_connector_installed",
+                  "1 when the connector is installed (opt/cisco/amp/bin/ampdaemon exists under "
+                  "the root).")
+ACTIVE = gauge(NAME, "cisco_amp_fault_active",
+               "1 while the connector reports the fault (ampcli status). Every catalog fault is "
+               "always present; other reported IDs appear too.", ("fault_id",))
+SEVERITY = gauge(NAME, "cisco_amp_fault_severity",
+                 "Severity the connector reports: 0 none, 1 minor, 2 major, 3 critical.",
+                 ("fault_id",))
+CONNECTED = gauge(NAME, "cisco_amp_connector_connected", "1 when ampcli status says Connected.")
+DEGRADED = gauge(NAME, "cisco_amp_connector_degraded",
+                 "1 when the connector reports a degraded mode.")
+FAULT_COUNTS = gauge(NAME, "cisco_amp_faults",
+                     "Faults the connector reports, by severity (its Faults: summary).",
+                     ("severity",))
+LAST_SCAN = gauge(NAME, "cisco_amp_last_scan_timestamp_seconds",
+                  "When the connector last scanned (Last Scan:, read as host local time).")
+POLICY_SERIAL = gauge(NAME, "cisco_amp_policy_serial",
+                      "Serial number of the applied policy (Policy: Name (#N)).")
+INFO = gauge(NAME, "cisco_amp_connector_info",
+             "What the connector reports about itself (always 1).",
+             ("version", "policy", *STATUS_FIELDS_AS_LABELS.values()))
+POLICY_FEATURE = gauge(NAME, "cisco_amp_policy_feature_enabled",
+                       "1 when the applied policy turns the feature on (absent when it cannot be "
+                       "read; faults 8, 9 and 16 then count the feature as on).", ("feature",))
+AMPCLI_RUNS = counter(NAME, "amp_exporter_ampcli_runs", "Times the exporter started ampcli.")
+AMPCLI_DURATION = gauge(NAME, "amp_exporter_ampcli_duration_seconds",
+                        "How long the last ampcli status run took.")
+AMPCLI_SUCCESS = gauge(NAME, "amp_exporter_ampcli_success",
+                       "1 when the last ampcli status run answered and parsed.")
+
+
 @register
 class ConnectorCollector(Collector):
-    name = "connector"
+    name = NAME
     help = "ampcli status (connection, mode, faults and severities), version, policy features."
 
     def collect(self):
         installed = connector_files.installed(self.paths)
-        families = [gauge("cisco_amp_connector_installed", "1 when the connector is installed "
-                          "(opt/cisco/amp/bin/ampdaemon exists under the root).",
-                          float(installed))]
-        active = GaugeMetricFamily(
-            "cisco_amp_fault_active",
-            "1 while the connector reports the fault (ampcli status). Every catalog fault is "
-            "always present; other reported IDs appear too.", labels=["fault_id"])
-        severity = GaugeMetricFamily(
-            "cisco_amp_fault_severity",
-            "Severity the connector reports: 0 none, 1 minor, 2 major, 3 critical.",
-            labels=["fault_id"])
+        families = [INSTALLED.single(installed)]
+        active, severity = ACTIVE.family(), SEVERITY.family()
         if not installed:
             for f in FAULTS:
                 active.add_metric([str(f.id)], 0.0)
@@ -62,40 +83,27 @@ class ConnectorCollector(Collector):
 
         connected = status.connected
         if connected is not None:
-            families.append(gauge("cisco_amp_connector_connected",
-                                  "1 when ampcli status says Connected.", float(connected)))
-        families.append(gauge("cisco_amp_connector_degraded",
-                              "1 when the connector reports a degraded mode.",
-                              float(status.degraded)))
-        counts = GaugeMetricFamily("cisco_amp_faults", "Faults the connector reports, by "
-                                   "severity (its Faults: summary).", labels=["severity"])
+            families.append(CONNECTED.single(connected))
+        families.append(DEGRADED.single(status.degraded))
+        counts = FAULT_COUNTS.family()
         for word in ("minor", "major", "critical"):
             counts.add_metric([word], float(status.fault_counts.get(word, 0)))
         families.append(counts)
         last_scan = status.last_scan_timestamp
         if last_scan is not None:
-            families.append(gauge("cisco_amp_last_scan_timestamp_seconds",
-                                  "When the connector last scanned (Last Scan:, host local "
-                                  "time).", last_scan))
+            families.append(LAST_SCAN.single(last_scan))
         policy_name, serial = status.policy
         if serial is not None:
-            families.append(gauge("cisco_amp_policy_serial",
-                                  "Serial number of the applied policy (Policy: Name (#N)).",
-                                  float(serial)))
+            families.append(POLICY_SERIAL.single(float(serial)))
         labels = {"version": connector_files.connector_version(self.paths) or "",
                   "policy": policy_name or ""}
         for key, label in STATUS_FIELDS_AS_LABELS.items():
             labels[label] = (status.get(key) or "")[:64]
-        families.append(gauge("cisco_amp_connector_info",
-                              "What the connector reports about itself (always 1).", 1.0,
-                              labels.keys(), labels.values()))
+        families.append(INFO.single(1, *(labels[k] for k in INFO.labels)))
         return families
 
     def policy_features(self):
-        family = GaugeMetricFamily(
-            "cisco_amp_policy_feature_enabled",
-            "1 when the applied policy turns the feature on (absent when it cannot be read; "
-            "faults 8, 9 and 16 then count the feature as on).", labels=["feature"])
+        family = POLICY_FEATURE.family()
         for feature, on in connector_files.policy_features(self.paths).items():
             if on is not None:
                 family.add_metric([feature], float(on))
@@ -104,13 +112,8 @@ class ConnectorCollector(Collector):
     def ampcli_health(self):
         runner = self.shared.ampcli
         last = runner.last
-        families = [CounterMetricFamily("amp_exporter_ampcli_runs",
-                                        "Times the exporter started ampcli.", runner.runs)]
+        families = [AMPCLI_RUNS.single(runner.runs)]
         if last is not None:
-            families.append(gauge("amp_exporter_ampcli_duration_seconds",
-                                  "How long the last ampcli status run took.",
-                                  last.duration_seconds))
-            families.append(gauge("amp_exporter_ampcli_success",
-                                  "1 when the last ampcli status run answered and parsed.",
-                                  float(last.ok)))
+            families.append(AMPCLI_DURATION.single(last.duration_seconds))
+            families.append(AMPCLI_SUCCESS.single(last.ok))
         return families

@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import fnmatch
 
-from prometheus_client.core import GaugeMetricFamily
-
 from amp_exporter import connector_files, generation, linux
 from amp_exporter.catalog import FAULTS_BY_ID
-from amp_exporter.causes import CauseCollector, Findings, gauge
-from amp_exporter.registry import CollectorError, host_error, register
+from amp_exporter.causes import CauseCollector, Findings
+from amp_exporter.registry import CollectorError, gauge, host_error, register
 
 # Always reported, 0 or 1, so dashboards and alerts see a module disappear.
 REPORTED_MODULES = ("ampavflt", "ampfsm", "redirfs")
 
 
+NAME = "kernel"
+MODULE_LOADED = gauge(NAME, "cisco_amp_kernel_module_loaded",
+                      "1 when the connector's kernel module is loaded (proc/modules).",
+                      ("module",))
+BTF = gauge(NAME, "cisco_amp_kernel_btf_available",
+            "1 when the kernel exposes BTF (sys/kernel/btf/vmlinux), so eBPF CO-RE needs no "
+            "headers.")
+HEADERS = gauge(NAME, "cisco_amp_kernel_headers_installed",
+                "1 when lib/modules/RELEASE/build resolves to the running kernel's headers.")
+SECURE_BOOT = gauge(NAME, "cisco_amp_secure_boot_enabled",
+                    "1 when UEFI Secure Boot is on (absent on a BIOS boot).")
+GENERATION = gauge(NAME, "cisco_amp_monitoring_generation",
+                   "1 for how the connector monitors this host: ebpf_core (BTF), ebpf_headers "
+                   "(compiled against kernel headers) or kernel_modules.", ("generation",))
+
+
 @register
 class KernelCollector(CauseCollector):
-    name = "kernel"
+    name = NAME
     help = ("Fault 8, 9, 11, 16 causes; connector kernel modules, BTF, Secure Boot, headers, "
             "monitoring generation.")
     fault_ids = (8, 9, 11, 16)
@@ -35,25 +49,16 @@ class KernelCollector(CauseCollector):
         return release, modules, secure_boot, btf
 
     def evidence(self, release, modules, secure_boot, btf) -> list:
-        loaded = GaugeMetricFamily(
-            "cisco_amp_kernel_module_loaded",
-            "1 when the connector's kernel module is loaded (proc/modules).",
-            labels=["module"],
-        )
+        loaded = MODULE_LOADED.family()
         for module in REPORTED_MODULES:
             loaded.add_metric([module], 1.0 if module in modules else 0.0)
         families = [
             loaded,
-            gauge("cisco_amp_kernel_btf_available", "1 when the kernel exposes BTF "
-                  "(sys/kernel/btf/vmlinux), so eBPF CO-RE needs no headers.", float(btf)),
-            gauge("cisco_amp_kernel_headers_installed", "1 when lib/modules/RELEASE/build "
-                  "resolves to the running kernel's headers.",
-                  float(linux.headers_installed(self.paths, release))),
+            BTF.single(btf),
+            HEADERS.single(linux.headers_installed(self.paths, release)),
         ]
         if secure_boot is not None:
-            families.append(gauge("cisco_amp_secure_boot_enabled",
-                                  "1 when UEFI Secure Boot is on (absent on a BIOS boot).",
-                                  float(secure_boot)))
+            families.append(SECURE_BOOT.single(secure_boot))
         return families
 
     def evidence_without_connector(self):
@@ -68,12 +73,7 @@ class KernelCollector(CauseCollector):
         except (OSError, ValueError) as exc:
             raise CollectorError("parse", f"cannot tell the monitoring generation: {exc}") from exc
         gen = generation.detect(found)
-        gen_family = GaugeMetricFamily(
-            "cisco_amp_monitoring_generation",
-            "1 for how the connector monitors this host: ebpf_core (BTF), ebpf_headers "
-            "(compiled against kernel headers) or kernel_modules.",
-            labels=["generation"],
-        )
+        gen_family = GENERATION.family()
         for name in generation.GENERATIONS:
             gen_family.add_metric([name], 1.0 if name == gen else 0.0)
         evidence.append(gen_family)

@@ -14,10 +14,8 @@ import re
 import threading
 from dataclasses import dataclass, field
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 from amp_exporter import connector_files
-from amp_exporter.registry import Collector, host_error, register
+from amp_exporter.registry import Collector, counter, gauge, host_error, register
 
 LOG_FILES = {"ampdaemon": "var/log/cisco/ampdaemon.log",
              "ampscansvc": "var/log/cisco/ampscansvc.log"}
@@ -38,6 +36,17 @@ def line_level(line: bytes) -> str:
     return word if word in LEVELS else "other"
 
 
+NAME = "logs"
+SIZE = gauge(NAME, "cisco_amp_log_size_bytes", "Size of the connector's log file.", ("log",))
+MODIFIED = gauge(NAME, "cisco_amp_log_modified_timestamp_seconds",
+                 "Last write to the connector's log file (Unix time).", ("log",))
+LINES = counter(NAME, "cisco_amp_log_lines",
+                "Lines appended to the log since the exporter started, by level (" +
+                ", ".join(LEVELS) + ", other).", ("log", "level"))
+ROTATIONS = counter(NAME, "cisco_amp_log_rotations", "Rotations or truncations of the log seen.",
+                    ("log",))
+
+
 @dataclass
 class _Tail:
     inode: int = -1
@@ -49,7 +58,7 @@ class _Tail:
 
 @register
 class LogsCollector(Collector):
-    name = "logs"
+    name = NAME
     help = "Connector log files: size, last write, lines by level, rotations (incremental)."
 
     def __init__(self, settings, shared) -> None:
@@ -60,17 +69,8 @@ class LogsCollector(Collector):
     def collect(self):
         if not connector_files.installed(self.paths):
             return []
-        size = GaugeMetricFamily("cisco_amp_log_size_bytes", "Size of the connector's log file.",
-                                 labels=["log"])
-        modified = GaugeMetricFamily("cisco_amp_log_modified_timestamp_seconds",
-                                     "Last write to the connector's log file (Unix time).",
-                                     labels=["log"])
-        lines = CounterMetricFamily("cisco_amp_log_lines",
-                                    "Lines appended to the log since the exporter started, by "
-                                    "level.", labels=["log", "level"])
-        rotations = CounterMetricFamily("cisco_amp_log_rotations",
-                                        "Rotations or truncations of the log seen.",
-                                        labels=["log"])
+        size, modified, lines, rotations = (d.family() for d in (SIZE, MODIFIED, LINES,
+                                                                  ROTATIONS))
         with self._lock:
             for name, rel in LOG_FILES.items():
                 path = self.paths.root(rel)

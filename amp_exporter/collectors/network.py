@@ -13,10 +13,8 @@ import socket
 import threading
 from typing import Optional
 
-from prometheus_client.core import GaugeMetricFamily
-
 from amp_exporter.hostpaths import read_text
-from amp_exporter.registry import Collector, CollectorError, register
+from amp_exporter.registry import Collector, CollectorError, gauge, register
 
 # include/net/tcp_states.h
 TCP_STATES = {
@@ -42,9 +40,16 @@ def parse_proc_net_tcp(text: str) -> dict[int, int]:
     return sockets
 
 
+NAME = "network"
+CONNECTIONS = gauge(NAME, "cisco_amp_tcp_connections",
+                    "TCP sockets held by the connector process, by state.", ("process", "state"))
+SOURCE = gauge(NAME, "amp_exporter_network_source",
+               "1 for how TCP states were read: netlink (sock_diag) or procfs.", ("source",))
+
+
 @register
 class NetworkCollector(Collector):
-    name = "network"
+    name = NAME
     help = "TCP connections of the connector's processes by state (sock_diag or proc/net)."
 
     def __init__(self, settings, shared) -> None:
@@ -53,9 +58,7 @@ class NetworkCollector(Collector):
 
     def collect(self):
         snap = self.shared.processes.snapshot()
-        family = GaugeMetricFamily(
-            "cisco_amp_tcp_connections",
-            "TCP sockets held by the connector process, by state.", labels=["process", "state"])
+        family = CONNECTIONS.family()
         source = None
         counts: dict[tuple[str, str], int] = {}
         netlink: Optional[dict[int, int]] = None  # one dump serves every process
@@ -77,9 +80,7 @@ class NetworkCollector(Collector):
                 counts.setdefault((proc.name, name), 0)
         for (name, state), count in sorted(counts.items()):
             family.add_metric([name, state], float(count))
-        src = GaugeMetricFamily("amp_exporter_network_source",
-                                "1 for how TCP states were read: netlink (sock_diag) or procfs.",
-                                labels=["source"])
+        src = SOURCE.family()
         for name in ("netlink", "procfs"):
             src.add_metric([name], 1.0 if name == source else 0.0)
         return [family, src]

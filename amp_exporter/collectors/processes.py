@@ -4,16 +4,34 @@ from __future__ import annotations
 
 import threading
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 from amp_exporter import connector_files
 from amp_exporter.processes import EXPECTED_PROCESSES, SCAN_SERVICE
-from amp_exporter.registry import Collector, register
+from amp_exporter.registry import Collector, counter, gauge, register
+
+NAME = "processes"
+P = ("process",)
+UP = gauge(NAME, "cisco_amp_process_up", "1 while the connector process runs.", P)
+INSTANCES = gauge(NAME, "cisco_amp_process_instances", "How many processes of that name run.", P)
+START = gauge(NAME, "cisco_amp_process_start_time_seconds",
+              "Start time of the newest process of that name (Unix time).", P)
+CPU = counter(NAME, "cisco_amp_process_cpu_seconds",
+              "CPU time used by the running processes of that name, by mode (user, system).",
+              ("process", "mode"))
+RSS = gauge(NAME, "cisco_amp_process_resident_memory_bytes",
+            "Resident memory of the processes of that name.", P)
+THREADS = gauge(NAME, "cisco_amp_process_threads", "Threads of the processes of that name.", P)
+FDS = gauge(NAME, "cisco_amp_process_open_fds",
+            "Open file descriptors of the processes of that name.", P)
+RESTARTS = counter(NAME, "cisco_amp_process_restarts",
+                   "Restarts observed by the exporter (a new PID or start time between "
+                   "collections; restarts faster than the scrape interval count once).", P)
+SCAN_RESTARTS = counter(NAME, "cisco_amp_scan_service_restarts",
+                        "Restarts of the scan service (ampscansvc) observed by the exporter.")
 
 
 @register
 class ProcessesCollector(Collector):
-    name = "processes"
+    name = NAME
     help = "Connector processes (ampdaemon, ampscansvc, ...): up, restarts, CPU, memory, fds."
 
     def __init__(self, settings, shared) -> None:
@@ -29,28 +47,8 @@ class ProcessesCollector(Collector):
         with self._names_lock:
             self._names |= snap.names()
             names = sorted(self._names)
-        up = GaugeMetricFamily("cisco_amp_process_up", "1 while the connector process runs.",
-                               labels=["process"])
-        instances = GaugeMetricFamily("cisco_amp_process_instances",
-                                      "How many processes of that name run.", labels=["process"])
-        start = GaugeMetricFamily("cisco_amp_process_start_time_seconds",
-                                  "Start time of the newest process of that name (Unix time).",
-                                  labels=["process"])
-        cpu = CounterMetricFamily("cisco_amp_process_cpu_seconds",
-                                  "CPU time used by the running processes of that name.",
-                                  labels=["process", "mode"])
-        rss = GaugeMetricFamily("cisco_amp_process_resident_memory_bytes",
-                                "Resident memory of the processes of that name.",
-                                labels=["process"])
-        threads = GaugeMetricFamily("cisco_amp_process_threads",
-                                    "Threads of the processes of that name.", labels=["process"])
-        fds = GaugeMetricFamily("cisco_amp_process_open_fds",
-                                "Open file descriptors of the processes of that name.",
-                                labels=["process"])
-        restarts = CounterMetricFamily(
-            "cisco_amp_process_restarts",
-            "Restarts observed by the exporter (a new PID or start time between collections; "
-            "restarts faster than the scrape interval count once).", labels=["process"])
+        up, instances, start, cpu, rss, threads, fds, restarts = (
+            d.family() for d in (UP, INSTANCES, START, CPU, RSS, THREADS, FDS, RESTARTS))
         for name in names:
             procs = snap.by_name(name)
             up.add_metric([name], 1.0 if procs else 0.0)
@@ -65,8 +63,5 @@ class ProcessesCollector(Collector):
             threads.add_metric([name], float(sum(p.threads for p in procs)))
             if all(p.fds_readable for p in procs):
                 fds.add_metric([name], float(sum(p.open_fds for p in procs)))
-        scan_restarts = CounterMetricFamily(
-            "cisco_amp_scan_service_restarts",
-            "Restarts of the scan service (ampscansvc) observed by the exporter.",
-            value=float(snap.restarts.get(SCAN_SERVICE, 0)))
+        scan_restarts = SCAN_RESTARTS.single(snap.restarts.get(SCAN_SERVICE, 0))
         return [up, instances, start, cpu, rss, threads, fds, restarts, scan_restarts]

@@ -8,17 +8,25 @@ import threading
 import time
 from typing import Optional
 
-from prometheus_client.core import GaugeMetricFamily
-
 from amp_exporter import connector_files, linux
 from amp_exporter.causes import CauseCollector, Findings
 from amp_exporter.processes import DAEMON, SCAN_SERVICE
-from amp_exporter.registry import CollectorError, host_error, register
+from amp_exporter.registry import CollectorError, gauge, host_error, register
+
+NAME = "scan_service"
+DEFS_VERSION = gauge(NAME, "cisco_amp_definitions_version",
+                     "Version from each ClamAV definitions file's header, by database (file "
+                     "name).", ("database",))
+DEFS_BUILT = gauge(NAME, "cisco_amp_definitions_build_timestamp_seconds",
+                   "Build time from each definitions file's header, by database.", ("database",))
+DEFS_VALID = gauge(NAME, "cisco_amp_definitions_valid",
+                   "1 when the definitions file has a complete ClamAV header and a body.",
+                   ("database",))
 
 
 @register
 class ScanServiceCollector(CauseCollector):
-    name = "scan_service"
+    name = NAME
     help = "Fault 6 and 7 causes: scan service restarts and absence, memory, definitions."
     fault_ids = (6, 7)
 
@@ -60,21 +68,7 @@ class ScanServiceCollector(CauseCollector):
     def definitions(self) -> tuple[list, list[str]]:
         patterns = self.settings.definitions_glob or connector_files.DEFAULT_DEFINITIONS_GLOBS
         files = connector_files.definitions_files(self.paths, patterns)
-        version = GaugeMetricFamily(
-            "cisco_amp_definitions_version",
-            "Version from each ClamAV definitions file's header, by database (file name).",
-            labels=["database"],
-        )
-        built = GaugeMetricFamily(
-            "cisco_amp_definitions_build_timestamp_seconds",
-            "Build time from each definitions file's header, by database.",
-            labels=["database"],
-        )
-        valid = GaugeMetricFamily(
-            "cisco_amp_definitions_valid",
-            "1 when the definitions file has a complete ClamAV header and a body.",
-            labels=["database"],
-        )
+        version, built, valid = DEFS_VERSION.family(), DEFS_BUILT.family(), DEFS_VALID.family()
         invalid: list[str] = []
         with self._cvd_lock:
             for path in files:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from amp_exporter import generation, selinux
 from amp_exporter.catalog import SELINUX_MODULE
-from amp_exporter.causes import CauseCollector, Findings, gauge
-from amp_exporter.registry import CollectorError, host_error, register
+from amp_exporter.causes import CauseCollector, Findings
+from amp_exporter.registry import CollectorError, gauge, host_error, register
+
+NAME = "selinux"
+ENFORCING = gauge(NAME, "cisco_amp_selinux_enforcing", "1 when SELinux is enabled and enforcing.")
 
 
 @register
 class SELinuxCollector(CauseCollector):
-    name = "selinux"
+    name = NAME
     help = "Fault 19 causes: SELinux enforcing without an enabled cisco-secure-bpf module."
     fault_ids = (19,)
 
@@ -25,8 +28,7 @@ class SELinuxCollector(CauseCollector):
 
     def evidence(self, st) -> list:
         enforcing = bool(st and st.enforcing)
-        return [gauge("cisco_amp_selinux_enforcing",
-                      "1 when SELinux is enabled and enforcing.", float(enforcing))]
+        return [ENFORCING.single(enforcing)]
 
     def evidence_without_connector(self):
         return self.evidence(self.state())

@@ -1,0 +1,55 @@
+"""Docs derive from the code: generated files are fresh, and every exposed metric is declared
+(and so documented)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import parse_exposition
+
+from amp_exporter import docs
+from amp_exporter.registry import DESCS, available
+
+GOLDEN = Path(__file__).parent / "golden"
+
+# The public contract (shared/reference/contract.md): these names must exist. Never rename.
+CONTRACT = {
+    "cisco_amp_connector_installed", "cisco_amp_connector_connected",
+    "cisco_amp_connector_degraded", "cisco_amp_connector_info", "cisco_amp_fault_active",
+    "cisco_amp_fault_severity", "cisco_amp_fault_cause", "cisco_amp_fault_info",
+    "cisco_amp_process_up", "cisco_amp_scan_service_restarts_total",
+    "cisco_amp_kernel_module_loaded", "cisco_amp_bpf_programs",
+    "amp_exporter_scrape_collector_success", "amp_exporter_scrape_collector_duration_seconds",
+    "amp_exporter_build_info",
+}
+
+
+def test_generated_docs_are_fresh():
+    available()  # every collector module imported, so every metric is declared
+    assert docs.main(["--check"]) == 0, "run: .venv/bin/python -m amp_exporter.docs"
+
+
+def test_every_exposed_metric_is_declared():
+    available()
+    declared = {d.exposed_name for d in DESCS}
+    exposed = set()
+    for path in GOLDEN.glob("*.prom"):
+        for name, _samples in parse_exposition(path.read_text()).items():
+            exposed.add(name)
+    assert exposed - declared == set()
+
+
+def test_the_contract_is_kept():
+    available()
+    assert CONTRACT - {d.exposed_name for d in DESCS} == set()
+
+
+def test_names_follow_conventions():
+    available()
+    for d in DESCS:
+        assert d.name.startswith(("cisco_amp_", "amp_exporter_")), d.name
+        assert not d.name.endswith("_total"), f"{d.name}: counters get _total from the client"
+        if d.name.endswith("_info"):
+            assert d.kind == "gauge" and d.labels
+        assert d.help.endswith((".", ")")), d.name
+    assert len({d.name for d in DESCS}) == len(DESCS), "a metric is declared twice"
