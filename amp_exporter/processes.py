@@ -49,11 +49,12 @@ class ConnectorProcess:
     pid: int
     name: str
     start_ticks: int
-    start_time: float = 0.0
-    cpu_user_seconds: float = 0.0
-    cpu_system_seconds: float = 0.0
-    resident_bytes: int = 0
-    threads: int = 0
+    # None where the host would not tell (a missing or unreadable proc file).
+    start_time: Optional[float] = None
+    cpu_user_seconds: Optional[float] = None
+    cpu_system_seconds: Optional[float] = None
+    resident_bytes: Optional[int] = None
+    threads: Optional[int] = None
     open_fds: int = 0
     uid: Optional[int] = None
     bpf_programs: int = 0
@@ -240,18 +241,32 @@ class ProcessTable:
     ) -> Optional[ConnectorProcess]:
         proc = ConnectorProcess(pid=pid, name=name, start_ticks=start)
         if handle is not None:
-            try:
-                with handle.oneshot():
-                    cpu = handle.cpu_times()
-                    proc.cpu_user_seconds, proc.cpu_system_seconds = cpu.user, cpu.system
-                    proc.resident_bytes = handle.memory_info().rss
-                    proc.threads = handle.num_threads()
-                    proc.uid = handle.uids().real
-                    proc.start_time = handle.create_time()
-            except psutil.NoSuchProcess:
-                return None  # exited between listing and reading
-            except (psutil.AccessDenied, OSError) as exc:
-                log.debug("cannot read process", extra={"pid": pid, "err": str(exc)})
+            # Field by field: a host tree (or kernel) without one proc file loses that
+            # figure only, not the whole process.
+            readers = {
+                "cpu": handle.cpu_times, "rss": lambda: handle.memory_info().rss,
+                "threads": handle.num_threads, "uid": lambda: handle.uids().real,
+                "start": handle.create_time,
+            }
+            values = {}
+            with handle.oneshot():
+                for key, read in readers.items():
+                    try:
+                        values[key] = read()
+                    except (psutil.Error, OSError) as exc:
+                        if not os.path.isdir(self.paths.proc(str(pid))):
+                            return None  # exited between listing and reading
+                        log.debug("cannot read process field",
+                                  extra={"pid": pid, "field": key, "err": str(exc)})
+            if "cpu" in values:
+                proc.cpu_user_seconds = values["cpu"].user
+                proc.cpu_system_seconds = values["cpu"].system
+            proc.resident_bytes = values.get("rss")
+            proc.threads = values.get("threads")
+            proc.uid = values.get("uid")
+            proc.start_time = values.get("start")
+        if not os.path.isdir(self.paths.proc(str(pid))):
+            return None
         self._read_fds(proc)
         return proc
 

@@ -146,6 +146,22 @@ class SharedState:
         self.ampcli = AmpcliRunner(
             settings.ampcli_path, settings.ampcli_timeout, settings.ampcli_cache_seconds
         )
+        self.use_ampcli = True
+
+    def reported_faults(self) -> frozenset[int]:
+        """Fault IDs the connector reports now (empty when ampcli did not answer, or when
+        the connector collector is off: then ampcli is never run)."""
+        if not self.use_ampcli:
+            return frozenset()
+        result = self.ampcli.status()
+        return frozenset(result.status.faults) if result.status is not None else frozenset()
+
+    def generation(self) -> str:
+        """The host's monitoring generation (see generation.py); raises OSError/ValueError."""
+        from amp_exporter import generation
+
+        return generation.detect(generation.gather(self.settings.paths, self.processes.snapshot(),
+                                                   self.reported_faults()))
 
     def close(self) -> None:
         self.ampcli.close()
@@ -172,7 +188,9 @@ class Exporter:
         registry = available()
         self.settings = settings
         self.shared = SharedState(settings)
+        enabled = list(enabled)
         self.collectors: list[Collector] = [registry[n](settings, self.shared) for n in enabled]
+        self.shared.use_ampcli = "connector" in enabled
         self._errors: dict[tuple[str, str], int] = {}
         self._errors_lock = threading.Lock()
         for c in self.collectors:

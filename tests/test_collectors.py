@@ -152,3 +152,46 @@ def test_disabled_collectors_do_not_run(hosts, scrape):
     s = scrape(hosts["healthy-ebpf-btf"], "--no-collector.connector", "--no-collector.logs")
     assert set(s.success()) == ALL_COLLECTORS - {"connector", "logs"}
     assert "cisco_amp_fault_active" not in s
+
+
+def write_status(root, text: str) -> None:
+    ampcli = root / "opt/cisco/amp/bin/ampcli"
+    ampcli.write_text(f"#!/bin/sh\ncat <<'EOF'\n{text}EOF\n")
+
+
+def test_rhel7_without_modules_reporting_fault_19_is_an_ebpf_host(host_copy, scrape):
+    """RHEL 7 kernels run either generation; a failing connector shows neither BPF fds nor
+    modules, so the fault it reports tells which machinery failed."""
+    root = host_copy("healthy-kmod")
+    modules = root / "proc/modules"
+    modules.write_text("".join(line + "\n" for line in modules.read_text().splitlines()
+                               if not line.startswith(("ampavflt", "ampfsm", "redirfs"))))
+    write_status(root, "Status: Connected\nMode: Degraded\nFaults: 1 Critical\nFault IDs: 19\n"
+                       "ID 19 - Critical: SELinux policy is missing or disabled.\n")
+    s = scrape(root)
+    assert s.value("cisco_amp_monitoring_generation", generation="ebpf_headers") == 1
+    # eBPF on a kernel without BTF needs kernel-devel: its absence is a real finding too.
+    assert s.found_causes() == {(19, "selinux_module_missing"), (11, "kernel_headers_missing")}
+    release = (root / "proc/sys/kernel/osrelease").read_text().strip()
+    (root / f"usr/src/kernels/{release}").mkdir(parents=True)
+    build = root / f"lib/modules/{release}/build"
+    if build.is_symlink():
+        build.unlink()
+    build.parent.mkdir(parents=True, exist_ok=True)
+    build.symlink_to(f"/usr/src/kernels/{release}")
+    assert scrape(root).found_causes() == {(19, "selinux_module_missing")}
+    # The same host reporting fault 8 instead is a kernel-module host: modules are the cause.
+    write_status(root, "Status: Connected\nMode: Degraded\nFaults: 1 Critical\nFault IDs: 8\n")
+    s = scrape(root)
+    assert s.value("cisco_amp_monitoring_generation", generation="kernel_modules") == 1
+    assert s.found_causes() == {(8, "ampavflt_not_loaded"), (8, "ampfsm_not_loaded"),
+                                (9, "ampavflt_not_loaded"), (9, "ampfsm_not_loaded")}
+
+
+def test_no_ampcli_run_when_the_connector_collector_is_off(host_copy, scrape):
+    root = host_copy("healthy-ebpf-btf")
+    marker = root / "ran"
+    (root / "opt/cisco/amp/bin/ampcli").write_text(f"#!/bin/sh\ntouch {marker}\n")
+    s = scrape(root, "--no-collector.connector")
+    assert set(s.success().values()) == {1}
+    assert not marker.exists()

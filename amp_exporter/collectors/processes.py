@@ -29,6 +29,12 @@ SCAN_RESTARTS = counter(NAME, "cisco_amp_scan_service_restarts",
                         "Restarts of the scan service (ampscansvc) observed by the exporter.")
 
 
+def _known(procs, field: str):
+    """The field's values across processes, or None when any process would not tell."""
+    values = [getattr(p, field) for p in procs]
+    return None if any(v is None for v in values) else values
+
+
 @register
 class ProcessesCollector(Collector):
     name = NAME
@@ -56,11 +62,15 @@ class ProcessesCollector(Collector):
             restarts.add_metric([name], float(snap.restarts.get(name, 0)))
             if not procs:
                 continue
-            start.add_metric([name], max(p.start_time for p in procs))
-            cpu.add_metric([name, "user"], sum(p.cpu_user_seconds for p in procs))
-            cpu.add_metric([name, "system"], sum(p.cpu_system_seconds for p in procs))
-            rss.add_metric([name], float(sum(p.resident_bytes for p in procs)))
-            threads.add_metric([name], float(sum(p.threads for p in procs)))
+            for family, field, combine in ((start, "start_time", max), (rss, "resident_bytes", sum),
+                                           (threads, "threads", sum)):
+                known = _known(procs, field)
+                if known is not None:
+                    family.add_metric([name], float(combine(known)))
+            for mode in ("user", "system"):
+                known = _known(procs, f"cpu_{mode}_seconds")
+                if known is not None:
+                    cpu.add_metric([name, mode], sum(known))
             if all(p.fds_readable for p in procs):
                 fds.add_metric([name], float(sum(p.open_fds for p in procs)))
         scan_restarts = SCAN_RESTARTS.single(snap.restarts.get(SCAN_SERVICE, 0))

@@ -3,7 +3,7 @@ policy module, on hosts where the connector loads eBPF programs."""
 
 from __future__ import annotations
 
-from amp_exporter import generation, selinux
+from amp_exporter import selinux
 from amp_exporter.catalog import SELINUX_MODULE
 from amp_exporter.causes import CauseCollector, Findings
 from amp_exporter.registry import CollectorError, gauge, host_error, register
@@ -39,8 +39,7 @@ class SELinuxCollector(CauseCollector):
         if st is None or not st.enforcing:
             return findings, self.evidence(st)
         try:
-            gen = generation.detect(generation.gather(self.paths,
-                                                      self.shared.processes.snapshot()))
+            gen = self.shared.generation()
         except (OSError, ValueError) as exc:
             raise CollectorError("parse", f"cannot tell the monitoring generation: {exc}") from exc
         if gen == "kernel_modules":
