@@ -195,3 +195,18 @@ def test_no_ampcli_run_when_the_connector_collector_is_off(host_copy, scrape):
     s = scrape(root, "--no-collector.connector")
     assert set(s.success().values()) == {1}
     assert not marker.exists()
+
+
+def test_processes_half_gone_or_half_readable(host_copy, scrape):
+    root = host_copy("healthy-ebpf-btf")
+    # A PID listed whose files are already gone (it exited between listing and reading).
+    (root / "proc/31337").mkdir()
+    # A connector process whose statm and status cannot be had: only those figures go.
+    (root / "proc/1302/statm").unlink()
+    (root / "proc/1302/status").unlink()
+    s = scrape(root)
+    assert set(s.success().values()) == {1}
+    assert s.value("cisco_amp_process_up", process="ampscansvc") == 1
+    assert s.value("cisco_amp_process_resident_memory_bytes", process="ampscansvc") is None
+    assert s.value("cisco_amp_process_resident_memory_bytes", process="ampdaemon") > 0
+    assert s.value("cisco_amp_process_cpu_seconds_total", process="ampscansvc", mode="user") > 0

@@ -31,3 +31,30 @@ def test_bpf_fds_of_a_real_process_on_this_kernel(live_connector):
         assert s.value("cisco_amp_process_threads", process="ampdaemon") >= 1
     finally:
         exporter.close()
+
+
+def test_tcp_states_through_netlink(live_connector):
+    """The stand-in daemon connects to a listener on loopback; sock_diag (pyroute2) sees it."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        code = (f"import socket,time; s=socket.create_connection(('127.0.0.1',{port})); "
+                "print('connected', flush=True); time.sleep(600)")
+        daemon = live_connector("ampdaemon", sys.executable, "-c", code)
+        assert daemon.stdout.readline().startswith("connected")
+        peer, _ = listener.accept()
+        with peer:
+            args = build_parser().parse_args(["textfile", "--output", "-",
+                                              "--collector.disable-defaults",
+                                              "--collector.network"])
+            exporter = make_exporter(args)
+            try:
+                s = scrape(exporter)
+            finally:
+                exporter.close()
+    assert s.success() == {"network": 1}
+    assert s.value("amp_exporter_network_source", source="netlink") == 1
+    assert s.value("cisco_amp_tcp_connections", process="ampdaemon", state="established") == 1
