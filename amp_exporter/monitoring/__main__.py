@@ -1,0 +1,80 @@
+"""python -m amp_exporter.monitoring [--check] [--root DIR]
+
+Writes the generated alert rules, recording rules, Alertmanager example, promtool tests,
+dashboards, Grafana provisioning examples and runbooks under DIR (default: the
+repository). With --check nothing is written: exit 1 and list the files that differ
+(or that are left over in docs/runbooks and alerts/tests), exit 0 when all are current.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from amp_exporter.monitoring import alertmanager, alerts, dashboards, rule_tests, runbooks, yamlio
+from amp_exporter.monitoring.config import DEFAULT, Config
+
+REPO = Path(__file__).resolve().parents[2]
+# Directories whose every file of these kinds must be generated (a left-over is stale).
+OWNED = {runbooks.RUNBOOK_DIR: "*.md", rule_tests.TEST_DIR: "*.yaml"}
+
+
+def outputs(config: Config = DEFAULT) -> dict[str, str]:
+    """{path relative to the repository: content} of every generated file."""
+    files = {
+        alerts.RULES_FILE: yamlio.dump({"groups": alerts.alert_groups(config)}),
+        alerts.RECORDING_FILE: yamlio.dump({"groups": alerts.recording_groups(config)}),
+        alertmanager.ALERTMANAGER_FILE: yamlio.dump(alertmanager.alertmanager_config(),
+                                                    alertmanager.HEADER),
+    }
+    for path, data in rule_tests.rule_tests(config).items():
+        files[path] = yamlio.dump(data)
+    for path, board in dashboards.dashboards(config).items():
+        files[path] = json.dumps(board, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    for path, data in dashboards.provisioning().items():
+        files[path] = yamlio.dump(data)
+    files.update(runbooks.runbooks(config))
+    return files
+
+
+def stale(root: Path, files: dict[str, str]) -> list[str]:
+    out = [p for p, text in sorted(files.items())
+           if not (root / p).is_file() or (root / p).read_text(encoding="utf-8") != text]
+    for directory, pattern in OWNED.items():
+        out += sorted(str(p.relative_to(root)) for p in (root / directory).glob(pattern)
+                      if str(p.relative_to(root)) not in files)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m amp_exporter.monitoring",
+                                     description=__doc__.split("\n\n")[1])
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when a generated file is stale")
+    parser.add_argument("--root", type=Path, default=REPO, help="repository root")
+    args = parser.parse_args(argv)
+    files = outputs()
+    if args.check:
+        bad = stale(args.root, files)
+        for path in bad:
+            print(f"stale: {path}", file=sys.stderr)
+        if bad:
+            print("run `python -m amp_exporter.monitoring` and commit the result",
+                  file=sys.stderr)
+        return 1 if bad else 0
+    for path, text in files.items():
+        target = args.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
+            print(f"wrote {path}")
+    for path in stale(args.root, files):  # left-overs: generated files no longer made
+        (args.root / path).unlink()
+        print(f"removed {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

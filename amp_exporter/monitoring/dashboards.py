@@ -1,0 +1,376 @@
+"""Grafana dashboards (fleet overview, one host) as plain Python data, dumped to JSON.
+
+Why plain data and not grafana-foundation-sdk: the SDK is alpha, needs Python 3.11+ while
+amp-exporter supports 3.9, and must be pinned to an exact version that carries a Grafana
+version in its name; the dashboards use a handful of panel types and fields that have
+been stable across Grafana 9-11 (stat, timeseries, table, bargauge, row). A few small
+functions below build them, tests check their structure, and the integration test runs
+every query against a real Prometheus.
+
+Every query selects job=~"$job" (and instance=~"$instance" on the host dashboard), so the
+`job` selector of config.py is only the variable's default. The fleet dashboard reads
+the recording rules of alerts.py, so its panels stay cheap on a large fleet.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from amp_exporter.monitoring.config import DEFAULT, FLEET_DASHBOARD_UID, HOST_DASHBOARD_UID, Config
+
+Panel = dict[str, Any]
+
+FLEET_FILE = "dashboards/amp-fleet.json"
+HOST_FILE = "dashboards/amp-host.json"
+SCHEMA_VERSION = 39
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+J = 'job=~"$job"'
+JI = 'job=~"$job",instance=~"$instance"'
+
+
+def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False,
+           table: bool = False) -> dict:
+    t: dict[str, Any] = {"datasource": DATASOURCE, "expr": expr, "refId": ref,
+                         "legendFormat": legend or "__auto"}
+    if instant or table:
+        t["instant"] = True
+        t["range"] = False
+    if table:
+        t["format"] = "table"
+    return t
+
+
+class Layout:
+    """Places panels left to right on a 24-column grid and numbers them."""
+
+    def __init__(self) -> None:
+        self.panels: list[Panel] = []
+        self.x = self.y = self.row_h = 0
+
+    def add(self, panel: Panel, w: int, h: int) -> None:
+        if self.x + w > 24:
+            self.x, self.y, self.row_h = 0, self.y + self.row_h, 0
+        panel["gridPos"] = {"h": h, "w": w, "x": self.x, "y": self.y}
+        panel["id"] = len(self.panels) + 1
+        self.panels.append(panel)
+        self.x += w
+        self.row_h = max(self.row_h, h)
+
+    def row(self, title: str) -> None:
+        if self.x:
+            self.x, self.y, self.row_h = 0, self.y + self.row_h, 0
+        self.add({"type": "row", "title": title, "collapsed": False, "panels": []}, 24, 1)
+        self.x, self.y, self.row_h = 0, self.y + 1, 0
+
+
+def panel(kind: str, title: str, targets: list[dict], description: str = "",
+          unit: Optional[str] = None, mappings: Optional[list] = None,
+          thresholds: Optional[list] = None, options: Optional[dict] = None,
+          transformations: Optional[list] = None) -> Panel:
+    defaults: dict[str, Any] = {}
+    if unit:
+        defaults["unit"] = unit
+    if mappings:
+        defaults["mappings"] = mappings
+    if thresholds:
+        defaults["thresholds"] = {"mode": "absolute", "steps": thresholds}
+        defaults["color"] = {"mode": "thresholds"}
+    p: Panel = {"type": kind, "title": title, "datasource": DATASOURCE, "targets": targets,
+                "fieldConfig": {"defaults": defaults, "overrides": []},
+                "options": options or {}}
+    if description:
+        p["description"] = description
+    if transformations:
+        p["transformations"] = transformations
+    return p
+
+
+def _steps(*pairs: tuple[Optional[float], str]) -> list[dict]:
+    return [{"value": v, "color": c} for v, c in pairs]
+
+
+OK_BAD = _steps((None, "green"), (1, "red"))
+BAD_OK = _steps((None, "red"), (1, "green"))
+YES_NO = [{"type": "value", "options": {"0": {"text": "no"}, "1": {"text": "yes"}}}]
+SEVERITY_TEXT = [{"type": "value", "options": {
+    "0": {"text": "none", "color": "green"}, "1": {"text": "minor", "color": "yellow"},
+    "2": {"text": "major", "color": "orange"}, "3": {"text": "critical", "color": "red"}}}]
+STAT = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "colorMode": "background", "graphMode": "none", "textMode": "auto"}
+
+
+def _table_hide(*names: str, merge: bool = False) -> list[dict]:
+    """Table transformations: merge the queries' frames (when MERGE), hide NAMES."""
+    hide = [{"id": "organize", "options": {"excludeByName": dict.fromkeys(names, True)}}]
+    return [{"id": "merge", "options": {}}, *hide] if merge else hide
+
+
+def _variables(with_instance: bool, config: Config) -> dict:
+    variables: list[dict] = [
+        {"name": "datasource", "label": "Data source", "type": "datasource",
+         "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": ""},
+        _query_variable("job", "Job", "label_values(amp_exporter_build_info, job)",
+                        default=config.job),
+    ]
+    if with_instance:
+        variables.append(_query_variable(
+            "instance", "Host",
+            'label_values(amp_exporter_build_info{job=~"$job"}, instance)', include_all=True))
+    return {"list": variables}
+
+
+def _query_variable(name: str, label: str, query: str, default: str = "",
+                    include_all: bool = False) -> dict:
+    v: dict[str, Any] = {
+        "name": name, "label": label, "type": "query", "datasource": DATASOURCE,
+        "definition": query, "query": {"query": query, "refId": f"{name}-variable"},
+        "refresh": 2, "sort": 1, "hide": 0, "multi": include_all, "includeAll": include_all,
+        "regex": "", "current": {"text": default, "value": default} if default else {},
+    }
+    if include_all:
+        v["allValue"] = ".+"
+    return v
+
+
+def _dashboard(uid: str, title: str, description: str, layout: Layout, with_instance: bool,
+               config: Config, links: list[dict]) -> dict:
+    return {
+        "uid": uid, "title": title, "description": description,
+        "tags": ["amp-exporter", "cisco-secure-endpoint"],
+        "timezone": "browser", "editable": True, "graphTooltip": 1,
+        "schemaVersion": SCHEMA_VERSION, "version": 1,
+        "time": {"from": "now-6h", "to": "now"}, "refresh": "1m",
+        "templating": _variables(with_instance, config),
+        "annotations": {"list": []}, "links": links,
+        "panels": layout.panels,
+    }
+
+
+def _link(title: str, uid: str) -> dict:
+    return {"title": title, "type": "link", "url": f"/d/{uid}?${{__url_time_range}}"
+            "&${__all_variables}", "keepTime": True, "includeVars": True}
+
+
+# -- fleet ---------------------------------------------------------------------------------
+
+def fleet(config: Config = DEFAULT) -> dict:
+    L = Layout()
+    L.row("Fleet")
+    for title, expr, steps, desc in (
+        ("Hosts scraped", f"sum(job:up:sum{{{J}}})", _steps((None, "blue")),
+         "amp-exporter targets that answered their last scrape."),
+        ("Hosts with active faults", f"sum(job:cisco_amp_hosts_faulty:sum{{{J}}})", OK_BAD,
+         "Hosts whose connector reports at least one fault."),
+        ("Critical hosts", f'sum(job:cisco_amp_hosts_by_severity:sum{{{J},severity="critical"}})',
+         OK_BAD, "Hosts whose worst fault is critical (connector severity 3)."),
+        ("Disconnected", f"sum(job:cisco_amp_connector_disconnected:sum{{{J}}})", OK_BAD,
+         "Connectors not connected to the Cisco cloud."),
+        ("Degraded", f"sum(job:cisco_amp_connector_degraded:sum{{{J}}})", OK_BAD,
+         "Connectors that report a degraded mode."),
+        ("Not installed", f"sum(job:cisco_amp_connector_not_installed:sum{{{J}}})", OK_BAD,
+         "Scraped hosts with no connector installed."),
+    ):
+        L.add(panel("stat", title, [target(expr, instant=True)], desc, thresholds=steps,
+                    options=STAT), 4, 4)
+    L.add(panel("timeseries", "Hosts per active fault",
+                [target(f"job:cisco_amp_fault_active:sum{{{J}}} * on (fault_id) group_left "
+                        f"(title) max by (fault_id, title) (cisco_amp_fault_info{{{J}}})",
+                        "{{fault_id}} {{title}}")],
+                "How many hosts report each catalog fault, over time.",
+                options={"legend": {"displayMode": "table", "placement": "right"}}), 16, 8)
+    L.add(panel("timeseries", "Hosts by worst fault severity",
+                [target(f"sum by (severity) (job:cisco_amp_hosts_by_severity:sum{{{J}}})",
+                        "{{severity}}")],
+                "Each host counted once, at the severity of its worst fault."), 8, 8)
+    L.row("Hosts")
+    L.add(panel("table", "Active faults by host",
+                [target(f"(cisco_amp_fault_active{{{J}}} == 1) * on (job, instance, fault_id) "
+                        f"group_left (title) cisco_amp_fault_info{{{J}}}", table=True, ref="A"),
+                 target(f"cisco_amp_fault_severity{{{J}}} > 0", table=True, ref="B")],
+                "One row per host and fault, with the catalog's title and the connector's "
+                "severity.",
+                mappings=SEVERITY_TEXT,
+                transformations=_table_hide("Time", "__name__", "job", "Value #A",
+                                            merge=True)), 16, 9)
+    L.add(panel("bargauge", "Connector versions",
+                [target(f"sum by (version) (job:cisco_amp_connector_version:count{{{J}}})",
+                        "{{version}}", instant=True)],
+                "Hosts per connector version.", options={"displayMode": "basic"}), 8, 9)
+    L.add(panel("table", "Unknown faults",
+                [target(f"cisco_amp_fault_active{{{J},fault_id!~\"{_known()}\"}} == 1",
+                        table=True)],
+                "Fault IDs the connector reports that amp-exporter's catalog does not know.",
+                transformations=_table_hide("Time", "__name__", "Value")), 8, 6)
+    L.add(panel("table", "Disconnected hosts",
+                [target(f"cisco_amp_connector_connected{{{J}}} == 0", table=True)],
+                "Connectors not connected to the Cisco cloud.",
+                transformations=_table_hide("Time", "__name__", "Value")), 8, 6)
+    L.add(panel("table", "Failing collectors",
+                [target(f"amp_exporter_scrape_collector_success{{{J}}} == 0", table=True)],
+                "amp-exporter collectors that could not run: their checks are blind.",
+                transformations=_table_hide("Time", "__name__", "Value")), 8, 6)
+    L.row("Events")
+    L.add(panel("bargauge", "Top event pressure",
+                [target(f"topk(10, cisco_amp_event_pressure_ratio{{{J}}})", "{{instance}}",
+                        instant=True)],
+                "Event rate against the configured capacity (1 = at capacity); fault 18 "
+                "follows when the connector cannot keep up.", unit="percentunit",
+                thresholds=_steps((None, "green"), (config.event_pressure_ratio, "orange"),
+                                  (1, "red")),
+                options={"displayMode": "gradient", "orientation": "horizontal"}), 12, 8)
+    L.add(panel("timeseries", "Busiest hosts by event rate",
+                [target(f"topk(10, instance:cisco_amp_host_events:rate5m{{{J}}})",
+                        "{{instance}}")],
+                "System events per second the connector has to absorb.", unit="ops"), 12, 8)
+    return _dashboard(FLEET_DASHBOARD_UID, "Cisco Secure Endpoint / fleet",
+                      "Health of the Cisco Secure Endpoint Linux connector across the fleet "
+                      "(amp-exporter).", L, False, config,
+                      [_link("Host detail", HOST_DASHBOARD_UID)])
+
+
+def _known() -> str:
+    from amp_exporter.monitoring.alerts import known_fault_regex
+    return known_fault_regex()
+
+
+# -- one host ------------------------------------------------------------------------------
+
+def host(config: Config = DEFAULT) -> dict:
+    L = Layout()
+    L.row("Status")
+    for title, expr, steps, mappings in (
+        ("Exporter up", f"up{{{JI}}}", BAD_OK, YES_NO),
+        ("Connector installed", f"cisco_amp_connector_installed{{{JI}}}", BAD_OK, YES_NO),
+        ("Connected", f"cisco_amp_connector_connected{{{JI}}}", BAD_OK, YES_NO),
+        ("Degraded", f"cisco_amp_connector_degraded{{{JI}}}", OK_BAD, YES_NO),
+        ("Worst fault severity", f"instance:cisco_amp_fault_severity:max{{{JI}}}",
+         _steps((None, "green"), (1, "yellow"), (2, "orange"), (3, "red")), SEVERITY_TEXT),
+    ):
+        L.add(panel("stat", title, [target(expr, "{{instance}}", instant=True)],
+                    thresholds=steps, mappings=mappings, options=STAT), 4, 4)
+    L.add(panel("stat", "Monitoring generation",
+                [target(f"cisco_amp_monitoring_generation{{{JI}}} == 1", "{{generation}}",
+                        instant=True)],
+                "How the connector watches this host: eBPF with BTF, eBPF built against "
+                "kernel headers, or kernel modules.",
+                options={**STAT, "textMode": "name", "colorMode": "none"}), 4, 4)
+    L.add(panel("table", "Connector",
+                [target(f"cisco_amp_connector_info{{{JI}}}", table=True)],
+                "What the connector reports about itself.",
+                transformations=_table_hide("Time", "__name__", "job", "Value")), 24, 4)
+    L.row("Faults")
+    L.add(panel("table", "Faults",
+                [target(f"cisco_amp_fault_active{{{JI}}} * on (job, instance, fault_id) "
+                        f"group_left (title) cisco_amp_fault_info{{{JI}}}", table=True,
+                        ref="A"),
+                 target(f"cisco_amp_fault_severity{{{JI}}}", table=True, ref="B")],
+                "Every catalog fault (1 = reported by the connector) and the connector's "
+                "severity.", mappings=SEVERITY_TEXT,
+                transformations=_table_hide("Time", "__name__", "job", merge=True)), 12, 10)
+    L.add(panel("table", "Causes found",
+                [target(f"cisco_amp_fault_cause{{{JI}}} == 1", table=True)],
+                "Root causes the exporter found on its own (docs/faults.md explains each).",
+                transformations=_table_hide("Time", "__name__", "job", "Value")), 12, 10)
+    L.add(panel("timeseries", "Faults over time",
+                [target(f"cisco_amp_fault_severity{{{JI}}} > 0", "fault {{fault_id}}")],
+                "Connector severity of each raised fault (1 minor ... 3 critical).",
+                options={"legend": {"displayMode": "list", "placement": "bottom"}}), 24, 6)
+    L.row("Processes")
+    L.add(panel("timeseries", "Processes up",
+                [target(f"cisco_amp_process_up{{{JI}}}", "{{process}}")]), 8, 7)
+    L.add(panel("timeseries", "Restarts",
+                [target(f"increase(cisco_amp_process_restarts_total{{{JI}}}[$__rate_interval])",
+                        "{{process}}", "A"),
+                 target(f"increase(cisco_amp_scan_service_restarts_total{{{JI}}}"
+                        "[$__rate_interval])", "scan service", "B")],
+                "Restarts amp-exporter observed (fault 6 follows frequent scan service "
+                "restarts)."), 8, 7)
+    L.add(panel("timeseries", "CPU",
+                [target(f"sum by (process) (rate(cisco_amp_process_cpu_seconds_total{{{JI}}}"
+                        "[$__rate_interval]))", "{{process}}")], unit="percentunit"), 8, 7)
+    L.add(panel("timeseries", "Resident memory",
+                [target(f"cisco_amp_process_resident_memory_bytes{{{JI}}}", "{{process}}")],
+                unit="bytes"), 8, 7)
+    L.add(panel("timeseries", "TCP connections",
+                [target(f"sum by (process, state) (cisco_amp_tcp_connections{{{JI}}})",
+                        "{{process}} {{state}}")]), 8, 7)
+    L.add(panel("stat", "Definitions age",
+                [target(f"time() - max by (database) "
+                        f"(cisco_amp_definitions_build_timestamp_seconds{{{JI}}})",
+                        "{{database}}", instant=True)],
+                unit="s", options={**STAT, "colorMode": "none"}), 8, 7)
+    L.row("Kernel and eBPF")
+    L.add(panel("stat", "Kernel modules loaded",
+                [target(f"cisco_amp_kernel_module_loaded{{{JI}}}", "{{module}}", instant=True)],
+                "Only kernel-module hosts need them.", mappings=YES_NO,
+                options={**STAT, "colorMode": "none"}), 12, 5)
+    L.add(panel("timeseries", "BPF programs held",
+                [target(f"cisco_amp_bpf_programs{{{JI}}}", "{{process}}")]), 12, 5)
+    L.row("Events")
+    L.add(panel("timeseries", "Event rate by family",
+                [target(f"sum by (event) (rate(cisco_amp_host_events_total{{{JI}}}"
+                        "[$__rate_interval]))", "{{event}}")], unit="ops"), 8, 8)
+    L.add(panel("timeseries", "Event pressure",
+                [target(f"cisco_amp_event_pressure_ratio{{{JI}}}", "{{instance}}")],
+                "Event rate against the configured capacity "
+                f"(cisco_amp_event_capacity_per_second); the early warning is at "
+                f"{config.event_pressure_ratio:.0%}.", unit="percentunit",
+                thresholds=_steps((None, "green"), (config.event_pressure_ratio, "orange"),
+                                  (1, "red"))), 8, 8)
+    L.add(panel("bargauge", "Top commands by event rate",
+                [target(f"topk(10, cisco_amp_process_event_rate{{{JI}}})", "{{command}}",
+                        instant=True)],
+                "Busiest commands over the last window (eBPF source only).", unit="ops",
+                options={"displayMode": "basic", "orientation": "horizontal"}), 8, 8)
+    L.row("amp-exporter")
+    L.add(panel("table", "Collectors",
+                [target(f"amp_exporter_scrape_collector_success{{{JI}}}", table=True,
+                        ref="A"),
+                 target(f"amp_exporter_scrape_collector_duration_seconds{{{JI}}}",
+                        table=True, ref="B")],
+                "1 = the collector's last run succeeded; how long it took.",
+                transformations=_table_hide("Time", "__name__", "job", merge=True)), 12, 8)
+    L.add(panel("timeseries", "Collector errors",
+                [target(f"sum by (collector, reason) (increase("
+                        f"amp_exporter_collector_errors_total{{{JI}}}[$__rate_interval]))",
+                        "{{collector}} {{reason}}")]), 6, 8)
+    L.add(panel("stat", "Event source",
+                [target(f"amp_exporter_events_source{{{JI}}} == 1", "{{source}}",
+                        instant=True),
+                 target(f"amp_exporter_events_ebpf_unavailable{{{JI}}} == 1",
+                        "eBPF off: {{reason}}", "B", instant=True)],
+                "Where event counts come from; why eBPF is not used.",
+                options={**STAT, "textMode": "name", "colorMode": "none"}), 6, 8)
+    return _dashboard(HOST_DASHBOARD_UID, "Cisco Secure Endpoint / host",
+                      "One host's Cisco Secure Endpoint connector in depth (amp-exporter).",
+                      L, True, config, [_link("Fleet overview", FLEET_DASHBOARD_UID)])
+
+
+def dashboards(config: Config = DEFAULT) -> dict[str, dict]:
+    return {FLEET_FILE: fleet(config), HOST_FILE: host(config)}
+
+
+# -- provisioning --------------------------------------------------------------------------
+
+def provisioning() -> dict[str, dict]:
+    """Grafana provisioning examples (YAML data): the dashboards and a Prometheus source."""
+    return {
+        "dashboards/provisioning/dashboards.yml": {
+            "apiVersion": 1,
+            "providers": [{
+                "name": "amp-exporter", "folder": "Cisco Secure Endpoint", "type": "file",
+                "disableDeletion": False, "allowUiUpdates": False,
+                "updateIntervalSeconds": 60,
+                "options": {"path": "/var/lib/grafana/dashboards/amp-exporter",
+                            "foldersFromFilesStructure": False},
+            }],
+        },
+        "dashboards/provisioning/datasources.yml": {
+            "apiVersion": 1,
+            "datasources": [{
+                "name": "Prometheus", "uid": "prometheus", "type": "prometheus",
+                "access": "proxy", "url": "http://localhost:9090", "isDefault": True,
+                "jsonData": {"timeInterval": "15s"},
+            }],
+        },
+    }

@@ -1,0 +1,352 @@
+"""promtool unit tests (alerts/tests/*.yaml) for the generated rules.
+
+Every alert is made to fire and, on a second host or before its `for:` is over, to stay
+quiet. Expected annotations are written out here as the text a person reads (not copied
+from the templates), so a template that renders differently fails `promtool test rules`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from amp_exporter.catalog import FAULTS
+from amp_exporter.monitoring.alerts import (
+    RECORDING_FILE,
+    RULES_FILE,
+    fault_alert_name,
+    runbook_url,
+)
+from amp_exporter.monitoring.config import DEFAULT, Config
+
+TEST_DIR = "alerts/tests"
+
+
+def minutes(duration: str) -> int:
+    match = re.fullmatch(r"(\d+)([mh])", duration)
+    assert match, f"unsupported duration {duration!r}"
+    return int(match.group(1)) * (60 if match.group(2) == "h" else 1)
+
+
+def _series(metric: str, values: str, **labels: str) -> dict:
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return {"series": f"{metric}{{{inner}}}", "values": values}
+
+
+def _alert(name: str, config: Config, labels: dict, summary: str, description: str) -> dict:
+    return {"exp_labels": labels,
+            "exp_annotations": {"summary": summary, "description": description,
+                                "runbook_url": runbook_url(name, config)}}
+
+
+def _file(rule_file: str, groups: list[dict]) -> dict:
+    return {"rule_files": [f"../{rule_file.split('/', 1)[1]}"], "evaluation_interval": "1m",
+            "tests": groups}
+
+
+# -- one test group per fault --------------------------------------------------------------
+
+def fault_tests(config: Config = DEFAULT) -> dict:
+    groups = []
+    job = config.job
+    for f in FAULTS:
+        name = fault_alert_name(f)
+        fid = str(f.id)
+        wait = minutes(f.alert_for)
+        n = wait + 10
+        series = [
+            # h1: the fault from minute 1, with up to two causes found (listed in reverse).
+            _series("cisco_amp_fault_active", f"0 1x{n}", job=job, instance="h1", fault_id=fid),
+            # h2: the fault never raised; h3: raised, no cause found.
+            _series("cisco_amp_fault_active", f"0x{n + 1}", job=job, instance="h2",
+                    fault_id=fid),
+            _series("cisco_amp_fault_active", f"0 1x{n}", job=job, instance="h3", fault_id=fid),
+            # another job's hosts never alert.
+            _series("cisco_amp_fault_active", f"1x{n + 1}", job="other", instance="h1",
+                    fault_id=fid),
+        ]
+        found = sorted(c.name for c in f.causes[:2])
+        for i, cause in enumerate(f.causes):
+            series.append(_series("cisco_amp_fault_cause", f"{1 if i < 2 else 0}x{n + 1}",
+                                  job=job, instance="h1", fault_id=fid, cause=cause.name))
+            series.append(_series("cisco_amp_fault_cause", f"0x{n + 1}", job=job,
+                                  instance="h3", fault_id=fid, cause=cause.name))
+        series.reverse()
+
+        def description(instance: str, causes: list[str], f=f) -> str:
+            text = (f"The connector on {instance} reports fault {f.id} ({f.title}). "
+                    f"{f.meaning} {f.impact}\n")
+            if not f.causes:
+                return text + "The exporter has no check of its own for this fault's causes."
+            if causes:
+                return text + "Causes the exporter found: " + ", ".join(causes) + "."
+            return (text + "The exporter found none of the causes it checks (" +
+                    ", ".join(c.name for c in f.causes) + ").")
+
+        firing = [_alert(name, config, {"job": job, "instance": inst, "fault_id": fid,
+                                        "severity": f.alert_severity},
+                         f"Fault {f.id} on {inst}: {f.title}.", description(inst, causes))
+                  for inst, causes in (("h1", found), ("h3", []))]
+        groups.append({
+            "name": f"fault {f.id}: {name}",
+            "interval": "1m",
+            "input_series": series,
+            "alert_rule_test": [
+                # raised at minute 1: still pending when `for` is not yet over.
+                {"eval_time": f"{wait}m", "alertname": name, "exp_alerts": []},
+                {"eval_time": f"{wait + 2}m", "alertname": name, "exp_alerts": firing},
+            ],
+        })
+    return _file(RULES_FILE, groups)
+
+
+# -- the other alerts ----------------------------------------------------------------------
+
+def connector_tests(config: Config = DEFAULT) -> dict:
+    job = config.job
+    J = {"job": job}
+
+    def labels(instance: str, severity: str = "warning", **extra: str) -> dict:
+        return {**J, "instance": instance, "severity": severity, **extra}
+
+    def alert(name, lab, summary, description):
+        return _alert(name, config, lab, summary, description)
+
+    groups = [
+        {
+            "name": "unknown fault, connector states",
+            "interval": "1m",
+            "input_series": [
+                _series("cisco_amp_fault_active", "1x90", **J, instance="h1", fault_id="23"),
+                _series("cisco_amp_fault_severity", "2x90", **J, instance="h1", fault_id="23"),
+                _series("cisco_amp_fault_active", "1x90", **J, instance="h1", fault_id="7"),
+                _series("cisco_amp_fault_active", "0x90", **J, instance="h2", fault_id="24"),
+                _series("cisco_amp_fault_active", "1x90", **J, instance="h2", fault_id="6"),
+                _series("cisco_amp_connector_installed", "1x90", **J, instance="h1"),
+                _series("cisco_amp_connector_installed", "0x90", **J, instance="h2"),
+                _series("cisco_amp_connector_connected", "0x90", **J, instance="h1"),
+                _series("cisco_amp_connector_connected", "1x90", **J, instance="h3"),
+                _series("cisco_amp_connector_degraded", "1x90", **J, instance="h1"),
+                _series("cisco_amp_connector_degraded", "1x90", **J, instance="h3"),
+                _series("cisco_amp_connector_degraded", "0x90", **J, instance="h4"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "10m", "alertname": "CiscoAmpUnknownFaultReported",
+                 "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "CiscoAmpUnknownFaultReported",
+                 "exp_alerts": [alert(
+                     "CiscoAmpUnknownFaultReported", labels("h1", fault_id="23"),
+                     "Unknown fault 23 on h1.",
+                     "The connector on h1 reports fault 23 (severity 2 of 3), which "
+                     "amp-exporter's fault catalog does not know: no cause checks and no "
+                     "runbook of its own.")]},
+                {"eval_time": "50m", "alertname": "CiscoAmpConnectorNotInstalled",
+                 "exp_alerts": []},
+                {"eval_time": "70m", "alertname": "CiscoAmpConnectorNotInstalled",
+                 "exp_alerts": [alert(
+                     "CiscoAmpConnectorNotInstalled", labels("h2"),
+                     "No Cisco Secure Endpoint connector on h2.",
+                     "amp-exporter runs on h2 but finds no connector installed (no "
+                     "opt/cisco/amp/bin/ampdaemon): the host is unprotected, or amp-exporter "
+                     "is deployed where it should not be.")]},
+                {"eval_time": "20m", "alertname": "CiscoAmpConnectorDisconnected",
+                 "exp_alerts": []},
+                {"eval_time": "40m", "alertname": "CiscoAmpConnectorDisconnected",
+                 "exp_alerts": [alert(
+                     "CiscoAmpConnectorDisconnected", labels("h1"),
+                     "Cisco Secure Endpoint on h1 is disconnected.",
+                     "The connector on h1 has not been connected to the Cisco cloud for 30m: "
+                     "it gets no policy or definition updates and its events do not reach "
+                     "the console.")]},
+                {"eval_time": "10m", "alertname": "CiscoAmpConnectorDegraded",
+                 "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "CiscoAmpConnectorDegraded",
+                 "exp_alerts": [
+                     alert("CiscoAmpConnectorDegraded", labels("h1"),
+                           "Cisco Secure Endpoint on h1 runs degraded.",
+                           "The connector on h1 has reported a degraded mode for 15m.\n"
+                           "Faults it reports: 23, 7."),
+                     alert("CiscoAmpConnectorDegraded", labels("h3"),
+                           "Cisco Secure Endpoint on h3 runs degraded.",
+                           "The connector on h3 has reported a degraded mode for 15m.\n"
+                           "It reports no fault."),
+                 ]},
+            ],
+        },
+        {
+            "name": "exporter down, collector failing, early warnings",
+            "interval": "1m",
+            "input_series": [
+                _series("up", "1x40", **J, instance="h1"),
+                _series("up", "1 0x40", **J, instance="h2"),
+                _series("up", "0x40", job="other", instance="h3"),
+                _series("amp_exporter_scrape_collector_success", "0x40", **J, instance="h1",
+                        collector="connector"),
+                _series("amp_exporter_scrape_collector_success", "1x40", **J, instance="h1",
+                        collector="kernel"),
+                _series("amp_exporter_scrape_collector_success", "0x40", **J, instance="h2",
+                        collector="selinux"),
+                _series("amp_exporter_collector_errors_total", "0+1x40", **J, instance="h1",
+                        collector="connector", reason="timeout"),
+                _series("amp_exporter_collector_errors_total", "3x40", **J, instance="h1",
+                        collector="connector", reason="parse"),
+                _series("cisco_amp_scan_service_restarts_total", "0+1x40", **J, instance="h1"),
+                _series("cisco_amp_scan_service_restarts_total", "0x40", **J, instance="h2"),
+                _series("cisco_amp_event_pressure_ratio", "0.5 0.9x40", **J, instance="h1"),
+                _series("cisco_amp_event_pressure_ratio", "0.5x40", **J, instance="h2"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "4m", "alertname": "CiscoAmpExporterDown", "exp_alerts": []},
+                {"eval_time": "7m", "alertname": "CiscoAmpExporterDown",
+                 "exp_alerts": [alert(
+                     "CiscoAmpExporterDown", labels("h2"),
+                     "amp-exporter on h2 cannot be scraped.",
+                     "Prometheus has failed to scrape amp-exporter on h2 for 5m: the health of "
+                     "its Cisco Secure Endpoint connector is unknown and its other alerts are "
+                     "silenced.")]},
+                {"eval_time": "30m", "alertname": "CiscoAmpExporterAbsent", "exp_alerts": []},
+                {"eval_time": "10m", "alertname": "CiscoAmpCollectorFailing", "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "CiscoAmpCollectorFailing",
+                 "exp_alerts": [
+                     alert("CiscoAmpCollectorFailing", labels("h1", collector="connector"),
+                           "amp-exporter collector connector fails on h1.",
+                           "The connector collector of amp-exporter on h1 has failed for 15m: "
+                           "its metrics are missing and the checks it owns cannot report.\n"
+                           "Reasons: timeout."),
+                     alert("CiscoAmpCollectorFailing", labels("h2", collector="selinux"),
+                           "amp-exporter collector selinux fails on h2.",
+                           "The selinux collector of amp-exporter on h2 has failed for 15m: "
+                           "its metrics are missing and the checks it owns cannot report.\n"
+                           "No error counted recently."),
+                 ]},
+                {"eval_time": "2m", "alertname": "CiscoAmpScanServiceRestarting",
+                 "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "CiscoAmpScanServiceRestarting",
+                 "exp_alerts": [alert(
+                     "CiscoAmpScanServiceRestarting", labels("h1", "info", fault_id="6"),
+                     "The scan service on h1 keeps restarting.",
+                     "amp-exporter saw the scan service (ampscansvc) on h1 restart 10 times in "
+                     "the last 10m. The connector raises fault 6 when this goes on.")]},
+                {"eval_time": "9m", "alertname": "CiscoAmpEventPressureHigh", "exp_alerts": []},
+                {"eval_time": "12m", "alertname": "CiscoAmpEventPressureHigh",
+                 "exp_alerts": [alert(
+                     "CiscoAmpEventPressureHigh", labels("h1", "info", fault_id="18"),
+                     "System events on h1 near the connector's capacity.",
+                     "Events on h1 have arrived at 90% of the configured capacity for 10m. The "
+                     "connector raises fault 18 and watches fewer events when it cannot keep "
+                     "up.")]},
+            ],
+        },
+        {
+            "name": "no target at all",
+            "interval": "1m",
+            "input_series": [_series("up", "1x40", job="other", instance="h1")],
+            "alert_rule_test": [
+                {"eval_time": "10m", "alertname": "CiscoAmpExporterAbsent", "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "CiscoAmpExporterAbsent",
+                 "exp_alerts": [alert(
+                     "CiscoAmpExporterAbsent", {"job": job, "severity": "warning"},
+                     f"No amp-exporter target of job {job} is scraped.",
+                     f"Prometheus has had no target of job {job} for 15m: service discovery "
+                     "or the scrape configuration lost every amp-exporter, and no Cisco Secure "
+                     "Endpoint alert can fire.")]},
+            ],
+        },
+    ]
+    return _file(RULES_FILE, groups)
+
+
+# -- recording rules -----------------------------------------------------------------------
+
+def recording_tests(config: Config = DEFAULT) -> dict:
+    job = config.job
+    J = {"job": job}
+    series = [
+        _series("up", "1x10", **J, instance="h1"),
+        _series("up", "1x10", **J, instance="h2"),
+        _series("up", "0x10", **J, instance="h3"),
+        _series("up", "1x10", job="other", instance="h9"),
+        _series("cisco_amp_fault_active", "1x10", **J, instance="h1", fault_id="7"),
+        _series("cisco_amp_fault_active", "1x10", **J, instance="h1", fault_id="23"),
+        _series("cisco_amp_fault_active", "0x10", **J, instance="h1", fault_id="6"),
+        _series("cisco_amp_fault_active", "1x10", **J, instance="h2", fault_id="7"),
+        _series("cisco_amp_fault_active", "0x10", **J, instance="h3", fault_id="7"),
+        _series("cisco_amp_fault_active", "1x10", job="other", instance="h9", fault_id="7"),
+        _series("cisco_amp_fault_severity", "3x10", **J, instance="h1", fault_id="7"),
+        _series("cisco_amp_fault_severity", "2x10", **J, instance="h1", fault_id="23"),
+        _series("cisco_amp_fault_severity", "1x10", **J, instance="h2", fault_id="7"),
+        _series("cisco_amp_fault_severity", "0x10", **J, instance="h3", fault_id="7"),
+        _series("cisco_amp_connector_info", "1x10", **J, instance="h1", version="1.26.0"),
+        _series("cisco_amp_connector_info", "1x10", **J, instance="h2", version="1.26.0"),
+        _series("cisco_amp_connector_info", "1x10", **J, instance="h3", version="1.25.1"),
+        _series("cisco_amp_connector_installed", "1x10", **J, instance="h1"),
+        _series("cisco_amp_connector_installed", "0x10", **J, instance="h2"),
+        _series("cisco_amp_connector_connected", "0x10", **J, instance="h1"),
+        _series("cisco_amp_connector_connected", "1x10", **J, instance="h3"),
+        _series("cisco_amp_connector_degraded", "1x10", **J, instance="h1"),
+        _series("cisco_amp_connector_degraded", "0x10", **J, instance="h3"),
+        _series("amp_exporter_scrape_collector_success", "0x10", **J, instance="h1",
+                collector="connector"),
+        _series("amp_exporter_scrape_collector_success", "1x10", **J, instance="h2",
+                collector="connector"),
+        # 60 and 120 events per second: 3600 and 7200 per minute.
+        _series("cisco_amp_host_events_total", "0+3600x10", **J, instance="h1",
+                event="process_exec"),
+        _series("cisco_amp_host_events_total", "0+3600x10", **J, instance="h1",
+                event="file_open"),
+        _series("cisco_amp_host_events_total", "0+3600x10", **J, instance="h2",
+                event="process_fork"),
+    ]
+
+    def exp(labels: dict, value: float) -> dict:
+        inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        return {"labels": "{" + inner + "}" if inner else "", "value": value}
+
+    def q(expr: str, *samples: dict) -> dict:
+        return {"expr": expr, "eval_time": "10m", "exp_samples": list(samples)}
+
+    severity = {"none": 1, "minor": 1, "major": 0, "critical": 1}
+    tests = [
+        q("instance:cisco_amp_fault_active:sum",
+          exp({"__name__": "instance:cisco_amp_fault_active:sum", **J, "instance": "h1"}, 2),
+          exp({"__name__": "instance:cisco_amp_fault_active:sum", **J, "instance": "h2"}, 1),
+          exp({"__name__": "instance:cisco_amp_fault_active:sum", **J, "instance": "h3"}, 0)),
+        q("instance:cisco_amp_fault_severity:max",
+          *(exp({"__name__": "instance:cisco_amp_fault_severity:max", **J, "instance": h}, v)
+            for h, v in (("h1", 3), ("h2", 1), ("h3", 0)))),
+        q("job:cisco_amp_fault_active:sum",
+          *(exp({"__name__": "job:cisco_amp_fault_active:sum", **J, "fault_id": fid}, v)
+            for fid, v in (("23", 1), ("6", 0), ("7", 2)))),
+        q("job:cisco_amp_hosts_faulty:sum",
+          exp({"__name__": "job:cisco_amp_hosts_faulty:sum", **J}, 2)),
+        q("job:cisco_amp_hosts_by_severity:sum",
+          *(exp({"__name__": "job:cisco_amp_hosts_by_severity:sum", **J, "severity": s}, v)
+            for s, v in severity.items())),
+        q("job:cisco_amp_connector_version:count",
+          exp({"__name__": "job:cisco_amp_connector_version:count", **J,
+               "version": "1.25.1"}, 1),
+          exp({"__name__": "job:cisco_amp_connector_version:count", **J,
+               "version": "1.26.0"}, 2)),
+        q("job:cisco_amp_connector_not_installed:sum",
+          exp({"__name__": "job:cisco_amp_connector_not_installed:sum", **J}, 1)),
+        q("job:cisco_amp_connector_disconnected:sum",
+          exp({"__name__": "job:cisco_amp_connector_disconnected:sum", **J}, 1)),
+        q("job:cisco_amp_connector_degraded:sum",
+          exp({"__name__": "job:cisco_amp_connector_degraded:sum", **J}, 1)),
+        q("job:amp_exporter_collector_failing:sum",
+          exp({"__name__": "job:amp_exporter_collector_failing:sum", **J,
+               "collector": "connector"}, 1)),
+        q("job:up:sum", exp({"__name__": "job:up:sum", **J}, 2)),
+        # rounded: rate() divides in floating point (60.000000000000001).
+        q("round(instance:cisco_amp_host_events:rate5m, 0.001)",
+          exp({**J, "instance": "h1"}, 120), exp({**J, "instance": "h2"}, 60)),
+    ]
+    return {"rule_files": [f"../{RECORDING_FILE.split('/', 1)[1]}"],
+            "evaluation_interval": "1m",
+            "tests": [{"name": "recording rules", "interval": "1m", "input_series": series,
+                       "promql_expr_test": tests}]}
+
+
+def rule_tests(config: Config = DEFAULT) -> dict[str, dict]:
+    return {f"{TEST_DIR}/faults.yaml": fault_tests(config),
+            f"{TEST_DIR}/connector.yaml": connector_tests(config),
+            f"{TEST_DIR}/recording.yaml": recording_tests(config)}

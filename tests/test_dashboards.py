@@ -1,0 +1,90 @@
+"""Dashboard JSON structure (Grafana itself cannot run here)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import REPO
+
+from amp_exporter.monitoring import dashboards
+from amp_exporter.monitoring.config import FLEET_DASHBOARD_UID, HOST_DASHBOARD_UID
+
+BOARDS = {dashboards.FLEET_FILE: FLEET_DASHBOARD_UID, dashboards.HOST_FILE: HOST_DASHBOARD_UID}
+KNOWN_METRICS = re.compile(r"\b(cisco_amp_\w+|amp_exporter_\w+|up|(job|instance):\w+:\w+)\b")
+
+
+@pytest.fixture(params=sorted(BOARDS))
+def board(request):
+    return request.param, json.loads((REPO / request.param).read_text())
+
+
+def test_uid_title_schema_and_variables(board):
+    path, data = board
+    assert data["uid"] == BOARDS[path]
+    assert isinstance(data["schemaVersion"], int) and data["schemaVersion"] >= 36
+    assert data["title"].startswith("Cisco Secure Endpoint / ")
+    variables = {v["name"]: v for v in data["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert variables["job"]["type"] == "query"
+    assert variables["job"]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    if path == dashboards.HOST_FILE:
+        assert variables["instance"]["includeAll"] and "$job" in variables["instance"]["query"][
+            "query"]
+
+
+def test_panels_ids_grid_and_targets(board):
+    _, data = board
+    panels = data["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    occupied: set[tuple[int, int]] = set()
+    for p in panels:
+        g = p["gridPos"]
+        assert set(g) == {"h", "w", "x", "y"}
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24 and g["h"] > 0 and g["w"] > 0
+        cells = {(x, y) for x in range(g["x"], g["x"] + g["w"])
+                 for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & occupied, f"panel {p['title']} overlaps another"
+        occupied |= cells
+        assert p["title"]
+        if p["type"] == "row":
+            continue
+        assert p["type"] in ("stat", "timeseries", "table", "bargauge")
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert p["targets"], p["title"]
+        refs = [t["refId"] for t in p["targets"]]
+        assert len(refs) == len(set(refs))
+        for t in p["targets"]:
+            assert t["expr"] and t["refId"]
+            assert t["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            assert 'job=~"$job"' in t["expr"], t["expr"]
+            assert KNOWN_METRICS.search(t["expr"])
+
+
+def test_host_dashboard_selects_the_instance():
+    data = dashboards.host()
+    for p in data["panels"]:
+        for t in p.get("targets", []):
+            assert 'instance=~"$instance"' in t["expr"], t["expr"]
+
+
+def test_fleet_dashboard_reads_recording_rules():
+    from amp_exporter.monitoring.alerts import recording_names
+    exprs = " ".join(t["expr"] for p in dashboards.fleet()["panels"] for t in p.get("targets", []))
+    used = [name for name in recording_names() if name in exprs]
+    assert len(used) >= 8, used
+
+
+def test_links_point_at_each_other():
+    assert HOST_DASHBOARD_UID in dashboards.fleet()["links"][0]["url"]
+    assert FLEET_DASHBOARD_UID in dashboards.host()["links"][0]["url"]
+
+
+def test_provisioning_points_at_a_prometheus_datasource():
+    prov = dashboards.provisioning()
+    assert prov["dashboards/provisioning/dashboards.yml"]["providers"][0]["type"] == "file"
+    assert prov["dashboards/provisioning/datasources.yml"]["datasources"][0]["type"] == \
+        "prometheus"

@@ -1,0 +1,210 @@
+"""A small fleet of real `amp-exporter serve` processes scraped by the real `prometheus`
+binary on loopback, with our alert and recording rules loaded: every dashboard query
+evaluates and returns data, and the expected alerts are pending or firing."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, have
+from test_http import Server
+
+from amp_exporter.monitoring import alerts, dashboards
+from amp_exporter.monitoring.config import DEFAULT
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not have("prometheus"), reason="prometheus binary missing")]
+
+HOSTS = ("healthy-ebpf-btf", "fault-11-kernel-headers", "fault-18-overloaded", "multi-fault",
+         "no-connector")
+DISCONNECTED = "disconnected-kmod"  # a copy of healthy-kmod whose ampcli says Disconnected
+DOWN = "down"  # a target where nothing listens
+# Template variables as Grafana would substitute them for this fleet.
+VARIABLES = {"$job": DEFAULT.job, "$instance": ".+", "$__rate_interval": "1m",
+             "$__interval": "15s", "$__range": "1h"}
+# Panels that legitimately return nothing on this fleet, and why.
+NO_DATA = {
+    ("amp-host.json", "Top commands by event rate"):
+        "cisco_amp_process_event_rate needs the eBPF event source; host trees use procfs",
+    ("amp-fleet.json", "Failing collectors"): "every collector succeeds on the example hosts",
+}
+EXPECTED_ALERTS = {
+    "healthy-ebpf-btf": set(),
+    "fault-11-kernel-headers": {"CiscoAmpRequiredKernelLevelPackagesMissing",
+                                "CiscoAmpConnectorDegraded"},
+    "fault-18-overloaded": {"CiscoAmpConnectorEventMonitoringOverloaded",
+                            "CiscoAmpConnectorDegraded"},
+    "multi-fault": {"CiscoAmpScanServiceFailedToStart", "CiscoAmpUnknownFaultReported",
+                    "CiscoAmpConnectorDegraded"},
+    "no-connector": {"CiscoAmpConnectorNotInstalled"},
+    DISCONNECTED: {"CiscoAmpConnectorDisconnected"},
+    DOWN: {"CiscoAmpExporterDown"},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Prometheus:
+    def __init__(self, tmp: Path, targets: list[str]) -> None:
+        self.port = free_port()
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s",
+                       "scrape_timeout": "1s"},
+            "rule_files": [str(REPO / alerts.RULES_FILE), str(REPO / alerts.RECORDING_FILE)],
+            "scrape_configs": [{"job_name": DEFAULT.job,
+                                "static_configs": [{"targets": targets}]}],
+        }
+        (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.log = (tmp / "prometheus.log").open("w")
+        self.proc = subprocess.Popen(
+            ["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
+             f"--storage.tsdb.path={tmp / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+
+    def get(self, path: str, **params: str) -> dict:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.loads(r.read())
+
+    def query(self, expr: str) -> list:
+        answer = self.get("/api/v1/query", query=expr)
+        assert answer["status"] == "success", (expr, answer)
+        return answer["data"]["result"]
+
+    def wait(self, what: str, predicate, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "prometheus exited; see its log"
+            try:
+                if predicate():
+                    return
+            except (OSError, AssertionError, IndexError, KeyError) as exc:  # not yet
+                last = exc
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {what} ({last})")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def fleet(hosts, host_copy, tmp_path):
+    """{host name: instance address}, and a Prometheus that scrapes them."""
+    flags: list[str] = []
+    help_text = subprocess.run([sys.executable, "-m", "amp_exporter", "serve", "--help"],
+                               capture_output=True, text=True, cwd=REPO, timeout=30).stdout
+    if "--events.window" in help_text:
+        flags = ["--events.window", "1"]  # event pressure after a second, not fifteen
+    roots = {name: hosts[name] for name in HOSTS}
+    root = host_copy("healthy-kmod")
+    ampcli = root / "opt/cisco/amp/bin/ampcli"
+    ampcli.write_text(ampcli.read_text().replace("Status: Connected", "Status: Disconnected"))
+    roots[DISCONNECTED] = root
+    servers: list[Server] = []
+    prometheus = None
+    try:
+        instances = {}
+        for name, path in roots.items():
+            servers.append(Server(path, *flags))
+            instances[name] = f"127.0.0.1:{servers[-1].port}"
+        instances[DOWN] = f"127.0.0.1:{free_port()}"
+        prometheus = Prometheus(tmp_path, sorted(instances.values()))
+        yield instances, prometheus
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        for s in servers:
+            s.stop()
+
+
+def substitute(expr: str) -> str:
+    for name in sorted(VARIABLES, key=len, reverse=True):
+        expr = expr.replace(name, VARIABLES[name])
+    assert "$" not in expr, expr
+    return expr
+
+
+def test_dashboards_and_alerts_against_a_real_prometheus(fleet):
+    started = time.monotonic()
+    instances, prom = fleet
+    live = len(instances) - 1
+    prom.wait("prometheus ready", lambda: prom.get("/api/v1/status/buildinfo"))
+    prom.wait("every live target up",
+              lambda: prom.query(f'sum(up{{job="{DEFAULT.job}"}})')[0]["value"][1] == str(live))
+    prom.wait("rates over two scrapes",
+              lambda: len(prom.query("instance:cisco_amp_host_events:rate5m")) == live)
+    prom.wait("event pressure", lambda: len(prom.query("cisco_amp_event_pressure_ratio")) > 0,
+              timeout=15)
+    prom.wait("a few rule evaluations", lambda: all(
+        g["lastEvaluation"] > "2" for g in prom.get("/api/v1/rules")["data"]["groups"]))
+    time.sleep(2)
+
+    # (a) every dashboard query evaluates and returns data
+    empty, checked = [], 0
+    for path in (dashboards.FLEET_FILE, dashboards.HOST_FILE):
+        board = json.loads((REPO / path).read_text())
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                result = prom.query(substitute(target["expr"]))  # asserts no error
+                checked += 1
+                key = (Path(path).name, panel["title"])
+                if not result and key not in NO_DATA:
+                    empty.append(f"{key} {target['refId']}: {target['expr']}")
+                if result and key in NO_DATA:
+                    empty.append(f"{key} has data now: take it off NO_DATA")
+        for variable in board["templating"]["list"]:
+            match = re.fullmatch(r"label_values\((.*), (\w+)\)",
+                                 variable.get("definition", ""))
+            if match:
+                values = prom.get(f"/api/v1/label/{match.group(2)}/values",
+                                  **{"match[]": substitute(match.group(1))})["data"]
+                assert values, variable["name"]
+    assert not empty, "\n".join(empty)
+    assert checked >= 40
+
+    # (b) the expected alerts, pending or firing, and none on the healthy host
+    by_instance = {address: name for name, address in instances.items()}
+    got: dict[str, set] = {name: set() for name in instances}
+    descriptions = {}
+    for alert in prom.get("/api/v1/alerts")["data"]["alerts"]:
+        assert alert["state"] in ("pending", "firing")
+        name = by_instance[alert["labels"]["instance"]]
+        got[name].add(alert["labels"]["alertname"])
+        descriptions[name, alert["labels"]["alertname"]] = alert["annotations"]["description"]
+        assert alert["annotations"]["runbook_url"].endswith(".md")
+    assert got == EXPECTED_ALERTS
+    assert descriptions["fault-11-kernel-headers",
+                        "CiscoAmpRequiredKernelLevelPackagesMissing"].endswith(
+        "Causes the exporter found: kernel_headers_missing.")
+    assert descriptions["multi-fault", "CiscoAmpScanServiceFailedToStart"].endswith(
+        "Causes the exporter found: scan_service_not_running.")
+    assert "fault 23 (severity 2 of 3)" in descriptions["multi-fault",
+                                                        "CiscoAmpUnknownFaultReported"]
+    assert descriptions["multi-fault", "CiscoAmpConnectorDegraded"].endswith(
+        "Faults it reports: 23, 7.")
+    assert time.monotonic() - started < 60
