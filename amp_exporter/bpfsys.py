@@ -63,3 +63,76 @@ def host_programs() -> int:
 
 def host_maps() -> int:
     return count_ids(BPF_MAP_GET_NEXT_ID)
+
+
+# -- maps handed over by the loader -------------------------------------------------------
+
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_DELETE_ELEM = 3
+BPF_MAP_GET_NEXT_KEY = 4
+
+
+class _MapElemAttr(ctypes.Structure):
+    _fields_ = [("map_fd", ctypes.c_uint32), ("_pad0", ctypes.c_uint32),
+                ("key", ctypes.c_uint64), ("value", ctypes.c_uint64),
+                ("flags", ctypes.c_uint64), ("_pad", ctypes.c_uint8 * 96)]
+
+
+def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
+    """How many slots a per-CPU map value has ('0-3,8-11' -> 8)."""
+    with open(path) as f:
+        text = f.read().strip()
+    count = 0
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        count += int(high or low) - int(low) + 1
+    return count
+
+
+class PerCPUMap:
+    """Read a per-CPU BPF map (array or hash) by its fd, with u64 values summed over CPUs."""
+
+    def __init__(self, fd: int, key_size: int, cpus: int) -> None:
+        self.fd = fd
+        self.key_size = key_size
+        self.cpus = cpus
+        self._values = (ctypes.c_uint64 * cpus)()
+
+    def lookup(self, key: bytes) -> Optional[int]:
+        key_buf = ctypes.create_string_buffer(key, self.key_size)
+        attr = _MapElemAttr(map_fd=self.fd, key=ctypes.addressof(key_buf),
+                            value=ctypes.addressof(self._values))
+        try:
+            _syscall(BPF_MAP_LOOKUP_ELEM, attr)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+        return sum(self._values)
+
+    def delete(self, key: bytes) -> None:
+        key_buf = ctypes.create_string_buffer(key, self.key_size)
+        try:
+            _syscall(BPF_MAP_DELETE_ELEM, _MapElemAttr(map_fd=self.fd,
+                                                       key=ctypes.addressof(key_buf)))
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+
+    def keys(self, limit: int = _MAX_OBJECTS) -> list[bytes]:
+        keys: list[bytes] = []
+        current: Optional[ctypes.Array] = None
+        nxt = ctypes.create_string_buffer(self.key_size)
+        while len(keys) < limit:
+            attr = _MapElemAttr(map_fd=self.fd,
+                                key=ctypes.addressof(current) if current is not None else 0,
+                                value=ctypes.addressof(nxt))
+            try:
+                _syscall(BPF_MAP_GET_NEXT_KEY, attr)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    break
+                raise
+            keys.append(nxt.raw)
+            current = ctypes.create_string_buffer(nxt.raw, self.key_size)
+        return keys

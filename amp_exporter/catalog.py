@@ -272,7 +272,12 @@ FAULTS: tuple[Fault, ...] = (
             "found, size the host for its load.",
         ),
         logs=(DAEMON_LOG,),
-        causes=(),
+        causes=(
+            Cause("event_pressure_high", "System events arrive faster than the configured "
+                  "capacity (--events.capacity) and have for longer than --events.pressure-for.",
+                  "Look at the busiest commands (cisco_amp_process_event_rate); exclude a "
+                  "benign one in the connector's policy, investigate an unknown one."),
+        ),
         alert_severity="warning",
         alert_for="15m",
         escalate="Recurring with no benign or malicious cause found: the host needs more "
@@ -336,6 +341,9 @@ CAUSE_READS = {
     "selinux_module_missing": "sys/fs/selinux/enforce (else etc/selinux/config), then the module "
     "store var/lib/selinux/TYPE/active/modules/*/cisco-secure-bpf (RHEL 8+) or "
     "etc/selinux/TYPE/... (RHEL 7); eBPF hosts only.",
+    "event_pressure_high": "event rates counted in the kernel by eBPF tracepoints (or, as a "
+    "lower bound, forks from proc/stat), over --events.window, against --events.capacity; "
+    "sustained for --events.pressure-for.",
     "selinux_module_disabled": "the module store's active/modules/disabled/cisco-secure-bpf "
     "marker (semodule -d); eBPF hosts only.",
 }

@@ -72,6 +72,25 @@ def common_flags() -> argparse.ArgumentParser:
                    default=[], metavar="GLOB",
                    help="definitions files to check, relative to the root; repeatable "
                         "(default opt/cisco/amp/clamav/*.cvd and similar)")
+    g = p.add_argument_group("events (fault 18)")
+    g.add_argument("--events.source", dest="events_source", choices=["auto", "ebpf", "procfs"],
+                   default="auto", help="auto: eBPF where the host allows it, else procfs")
+    g.add_argument("--events.python", dest="events_python", default=sys.executable,
+                   metavar="PATH", help="Python that runs the eBPF loader; must import bcc "
+                   "(default: this one)")
+    g.add_argument("--events.load-timeout", dest="events_load_timeout", type=_positive(float),
+                   default=60.0, metavar="SECONDS", help="give up loading eBPF after this long")
+    g.add_argument("--events.window", dest="events_window", type=_positive(float),
+                   default=15.0, metavar="SECONDS",
+                   help="window for event rates and top processes (default 15)")
+    g.add_argument("--events.capacity", dest="events_capacity", type=_positive(float),
+                   default=100_000.0, metavar="PER_SECOND",
+                   help="events per second the connector absorbs; pressure 1 = at capacity")
+    g.add_argument("--events.pressure-threshold", dest="events_threshold",
+                   type=_positive(float), default=1.0, metavar="RATIO",
+                   help="fault 18 cause: pressure at or above this ... (default 1.0)")
+    g.add_argument("--events.pressure-for", dest="events_for", type=float, default=120.0,
+                   metavar="SECONDS", help="... for this long (default 120)")
     g = p.add_argument_group("collectors")
     for name, cls in available().items():
         g.add_argument(f"--collector.{name}", dest=f"collector_{name}", default=None,
@@ -124,13 +143,25 @@ def settings_from(args: argparse.Namespace) -> Settings:
         min_available_memory_bytes=args.min_memory,
         supported_kernels=patterns,
         definitions_glob=tuple(args.definitions_glob),
+        events_source=args.events_source,
+        events_python=args.events_python,
+        events_load_timeout=args.events_load_timeout,
+        events_window_seconds=args.events_window,
+        events_capacity_per_second=args.events_capacity,
+        events_pressure_threshold=args.events_threshold,
+        events_pressure_for_seconds=args.events_for,
     )
 
 
 def make_exporter(args: argparse.Namespace) -> Exporter:
     choices = {name: getattr(args, f"collector_{name}") for name in available()}
     enabled = resolve_enabled(choices, args.disable_defaults)
-    return Exporter(settings_from(args), enabled)
+    settings = settings_from(args)
+    if args.command != "serve" and settings.events_source == "auto":
+        # One collection cannot see a rate: loading eBPF for it would cost a second for
+        # nothing. Counts since boot from proc/stat are what a one-shot can give.
+        settings.events_source = "procfs"
+    return Exporter(settings, enabled)
 
 
 def exposition(exporter: Exporter) -> bytes:

@@ -91,6 +91,13 @@ class Settings:
     min_available_memory_bytes: int = 1 << 30
     supported_kernels: tuple[str, ...] = ()
     definitions_glob: tuple[str, ...] = ()
+    events_source: str = "auto"  # auto | ebpf | procfs
+    events_python: str = ""  # the Python that runs the eBPF loader (must see bcc)
+    events_load_timeout: float = 60.0
+    events_window_seconds: float = 15.0
+    events_capacity_per_second: float = 100_000.0
+    events_pressure_threshold: float = 1.0
+    events_pressure_for_seconds: float = 120.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 

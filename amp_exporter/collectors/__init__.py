@@ -3,6 +3,7 @@
 from amp_exporter.collectors import (  # noqa: F401
     bpf,
     connector,
+    events,
     kernel,
     logs,
     network,

@@ -1,0 +1,100 @@
+"""Short-lived child that compiles, loads and attaches the event counter with bcc, then
+hands the file descriptors to the exporter and leaves.
+
+Importing bcc costs ~65 MiB and compiling ~120 MiB: the serving process must not carry
+that. This child does the work, sends the map and perf-event fds over a Unix socket
+(SCM_RIGHTS), and exits with os._exit so bcc's own clean-up never runs: it would disable
+and close the perf events that now belong to the exporter. The kernel keeps programs
+attached for as long as the exporter holds the perf-event fds.
+
+Protocol: one message on the socket (fd from argv[1]): a JSON header, with the fds as
+ancillary data in the order the header lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+
+from amp_exporter import ebpf_program
+
+TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
+def _tracefs() -> str | None:
+    for path in TRACEFS_DIRS:
+        if os.path.isdir(os.path.join(path, "events", "sched")):
+            return path
+    return None
+
+
+def _available_tracepoints(tracefs: str) -> set[str]:
+    found = set()
+    for tracepoints in ebpf_program.FAMILIES.values():
+        for tp in tracepoints:
+            category, event = tp.split(":")
+            if os.path.isdir(os.path.join(tracefs, "events", category, event)):
+                found.add(tp)
+    return found
+
+
+def load() -> tuple[dict, list[int]]:
+    """Compile and attach; returns (header, fds). Raises LoaderError with a bounded reason."""
+    tracefs = _tracefs()
+    if tracefs is None:
+        raise LoaderError("no_tracefs", "tracefs is not mounted at /sys/kernel/tracing")
+    release = os.uname().release
+    if not os.path.exists(f"/lib/modules/{release}/build"):
+        raise LoaderError("no_headers", f"no kernel headers at /lib/modules/{release}/build")
+    try:
+        from bcc import BPF
+    except ImportError as exc:
+        raise LoaderError("no_bcc", f"cannot import bcc ({exc}); install python3-bpfcc and "
+                          "use a Python that sees it") from exc
+    text, attached = ebpf_program.source(_available_tracepoints(tracefs))
+    if not attached:
+        raise LoaderError("no_tracepoints", "none of the event tracepoints exist")
+    try:
+        bpf = BPF(text=text)
+    except PermissionError as exc:
+        raise LoaderError("permission", str(exc)) from exc
+    except Exception as exc:  # bcc raises Exception for compile and load errors alike
+        message = str(exc)
+        reason = "permission" if "Operation not permitted" in message else "compile_failed"
+        raise LoaderError(reason, message[:500]) from exc
+    perf_fds = [fd for tp, fd in bpf.tracepoint_fds.items()]
+    header = {
+        "ok": True,
+        "tracepoints": [tp.decode() if isinstance(tp, bytes) else tp
+                        for tp in bpf.tracepoint_fds],
+        "maps": ["counts", "by_comm"],
+    }
+    fds = [bpf["counts"].map_fd, bpf["by_comm"].map_fd, *perf_fds]
+    return header, fds
+
+
+class LoaderError(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def main() -> None:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    try:
+        header, fds = load()
+    except LoaderError as exc:
+        header, fds = {"ok": False, "reason": exc.reason, "message": str(exc)}, []
+    except Exception as exc:  # never die silently: the exporter waits for an answer
+        header, fds = {"ok": False, "reason": "loader_failed", "message": repr(exc)[:500]}, []
+    socket.send_fds(sock, [json.dumps(header).encode()], fds)
+    sock.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip bcc's atexit clean-up: the exporter owns the programs now
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The in-kernel event counter: which tracepoints feed which event family, and its C source.
+
+The families mirror what the connector's own eBPF programs watch (process exec, fork and
+exit; file open, create, delete, rename, read, write, close; network connect, accept,
+listen, send, receive), so our pressure figure follows the load the connector absorbs.
+We use stable tracepoints (`sched:*`, `syscalls:sys_enter_*`), never kprobes: they are a
+kernel ABI, and some kernels have no kprobes at all.
+
+Each hit adds one to a per-CPU array slot (no atomics, no trip to user space) and to a
+per-CPU hash keyed by command name, bounded in size, for the top processes.
+"""
+
+from __future__ import annotations
+
+# family -> tracepoints ("category:event"); a tracepoint missing on a kernel is skipped.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "process_exec": ("sched:sched_process_exec",),
+    "process_fork": ("sched:sched_process_fork",),
+    "process_exit": ("sched:sched_process_exit",),
+    "file_open": ("syscalls:sys_enter_open", "syscalls:sys_enter_openat",
+                  "syscalls:sys_enter_openat2"),
+    "file_create": ("syscalls:sys_enter_creat", "syscalls:sys_enter_mknod",
+                    "syscalls:sys_enter_mknodat", "syscalls:sys_enter_link",
+                    "syscalls:sys_enter_linkat", "syscalls:sys_enter_symlink",
+                    "syscalls:sys_enter_symlinkat", "syscalls:sys_enter_mkdir",
+                    "syscalls:sys_enter_mkdirat"),
+    "file_delete": ("syscalls:sys_enter_unlink", "syscalls:sys_enter_unlinkat",
+                    "syscalls:sys_enter_rmdir"),
+    "file_rename": ("syscalls:sys_enter_rename", "syscalls:sys_enter_renameat",
+                    "syscalls:sys_enter_renameat2"),
+    "file_read": ("syscalls:sys_enter_read", "syscalls:sys_enter_readv",
+                  "syscalls:sys_enter_pread64", "syscalls:sys_enter_preadv"),
+    "file_write": ("syscalls:sys_enter_write", "syscalls:sys_enter_writev",
+                   "syscalls:sys_enter_pwrite64", "syscalls:sys_enter_pwritev",
+                   "syscalls:sys_enter_truncate", "syscalls:sys_enter_ftruncate"),
+    "file_close": ("syscalls:sys_enter_close",),
+    "net_connect": ("syscalls:sys_enter_connect",),
+    "net_accept": ("syscalls:sys_enter_accept", "syscalls:sys_enter_accept4"),
+    "net_listen": ("syscalls:sys_enter_listen",),
+    "net_send": ("syscalls:sys_enter_sendto", "syscalls:sys_enter_sendmsg",
+                 "syscalls:sys_enter_sendmmsg"),
+    "net_receive": ("syscalls:sys_enter_recvfrom", "syscalls:sys_enter_recvmsg",
+                    "syscalls:sys_enter_recvmmsg"),
+}
+FAMILY_NAMES = tuple(FAMILIES)
+# One more slot in the counts array: hits whose command could not enter the full hash.
+DROPPED_SLOT = len(FAMILY_NAMES)
+COMM_LEN = 16
+TOP_ENTRIES = 1024
+
+_HEAD = f"""
+BPF_PERCPU_ARRAY(counts, u64, {len(FAMILY_NAMES) + 1});
+struct comm_key {{ char comm[{COMM_LEN}]; }};
+BPF_PERCPU_HASH(by_comm, struct comm_key, u64, {TOP_ENTRIES});
+
+static __always_inline int hit(u32 family) {{
+    u64 *count = counts.lookup(&family);
+    if (count)
+        (*count)++;
+    struct comm_key key = {{}};
+    bpf_get_current_comm(&key.comm, sizeof(key.comm));
+    u64 zero = 0;
+    /* bcc's increment() never creates entries in a per-CPU hash: init explicitly. */
+    u64 *per_comm = by_comm.lookup_or_try_init(&key, &zero);
+    if (per_comm) {{
+        (*per_comm)++;
+    }} else {{
+        u32 dropped = {DROPPED_SLOT};
+        u64 *d = counts.lookup(&dropped);
+        if (d)
+            (*d)++;
+    }}
+    return 0;
+}}
+"""
+
+
+def source(available: set[str]) -> tuple[str, list[str]]:
+    """The C text for the tracepoints this kernel has, and their list."""
+    parts = [_HEAD]
+    attached = []
+    for index, (family, tracepoints) in enumerate(FAMILIES.items()):
+        for tp in tracepoints:
+            if tp not in available:
+                continue
+            category, event = tp.split(":")
+            parts.append(f"TRACEPOINT_PROBE({category}, {event}) {{ return hit({index}); }}"
+                         f" /* {family} */\n")
+            attached.append(tp)
+    return "".join(parts), attached
