@@ -7,8 +7,8 @@ import pytest
 from amp_exporter.catalog import FAULTS, all_causes
 
 HEALTHY = ("healthy-ebpf-btf", "healthy-ebpf-headers", "healthy-kmod")
-ALL_COLLECTORS = {"bpf", "connector", "kernel", "logs", "network", "processes", "scan_service",
-                  "scan_user", "selinux"}
+ALL_COLLECTORS = {"bpf", "connector", "events", "kernel", "logs", "network", "processes",
+                  "scan_service", "scan_user", "selinux"}
 EVERY_CAUSE = {(fid, c.name) for fid, c in all_causes()}
 
 # What our own checks must find on each fault host: exactly these causes, nothing else.
