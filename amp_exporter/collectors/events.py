@@ -40,7 +40,7 @@ CAPACITY = gauge(NAME, "cisco_amp_event_capacity_per_second",
                  "The configured capacity (--events.capacity).")
 TOP = gauge(NAME, "cisco_amp_process_event_rate",
             "Events per second of the busiest commands over the last window (top 10, eBPF "
-            "source only).", ("command",))
+            "source only; an estimate from one event in 16).", ("command",))
 DROPPED = counter(NAME, "amp_exporter_events_top_dropped",
                   "Events not attributed to a command because the in-kernel table was full.")
 CONTEXT_SWITCHES = counter(NAME, "cisco_amp_host_context_switches",
