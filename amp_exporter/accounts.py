@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from amp_exporter.hostpaths import HostPaths, read_text
+from amp_exporter.hostpaths import HostPaths, parse_cached
 
 
 def parse_colon_file(text: str) -> dict[str, list[str]]:
@@ -22,11 +22,11 @@ def parse_colon_file(text: str) -> dict[str, list[str]]:
 
 
 def users(paths: HostPaths) -> dict[str, list[str]]:
-    return parse_colon_file(read_text(paths.root("etc", "passwd"), 16 << 20))
+    return parse_cached(paths.root("etc", "passwd"), parse_colon_file, 16 << 20)
 
 
 def groups(paths: HostPaths) -> dict[str, list[str]]:
-    return parse_colon_file(read_text(paths.root("etc", "group"), 16 << 20))
+    return parse_cached(paths.root("etc", "group"), parse_colon_file, 16 << 20)
 
 
 def parse_login_defs(text: str) -> dict[str, str]:
@@ -45,7 +45,7 @@ def usergroups_enabled(paths: HostPaths) -> Optional[bool]:
     """USERGROUPS_ENAB from login.defs; None when the file or the key is absent (shadow's
     default then applies, which creates the group)."""
     try:
-        defs = parse_login_defs(read_text(paths.root("etc", "login.defs")))
+        defs = parse_cached(paths.root("etc", "login.defs"), parse_login_defs)
     except FileNotFoundError:
         return None
     value = defs.get("USERGROUPS_ENAB")

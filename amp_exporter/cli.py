@@ -10,8 +10,6 @@ import sys
 import tempfile
 from typing import Optional
 
-from prometheus_client import CollectorRegistry, generate_latest
-
 from amp_exporter import __version__, logsetup
 from amp_exporter.hostpaths import HostPaths
 from amp_exporter.registry import Exporter, Settings, available, resolve_enabled
@@ -165,9 +163,9 @@ def make_exporter(args: argparse.Namespace) -> Exporter:
 
 
 def exposition(exporter: Exporter) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(exporter)
-    return generate_latest(registry)
+    from amp_exporter.exposition import render
+
+    return render(exporter.collect())
 
 
 def write_atomically(path: str, data: bytes) -> None:

@@ -12,7 +12,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Optional
 
-from amp_exporter.hostpaths import HostPaths, read_text
+from amp_exporter.hostpaths import HostPaths, parse_cached
 
 AMP_DIR = "opt/cisco/amp"
 DAEMON_BINARY = "opt/cisco/amp/bin/ampdaemon"
@@ -85,7 +85,7 @@ def parse_version(xml_text: str) -> Optional[str]:
 
 def connector_version(paths: HostPaths) -> Optional[str]:
     try:
-        return parse_version(read_text(paths.root(GLOBAL_XML)))
+        return parse_cached(paths.root(GLOBAL_XML), parse_version)
     except FileNotFoundError:
         return None
 
@@ -117,7 +117,7 @@ def policy_name(xml_text: str) -> tuple[Optional[str], Optional[str]]:
 def policy_features(paths: HostPaths) -> dict[str, Optional[bool]]:
     """Features of the applied policy; None for each one that cannot be read."""
     try:
-        return parse_policy(read_text(paths.root(POLICY_XML), 8 << 20))
+        return parse_cached(paths.root(POLICY_XML), parse_policy, 8 << 20)
     except (FileNotFoundError, ValueError):
         return dict.fromkeys(POLICY_FEATURES)
 

@@ -28,19 +28,22 @@ class HostPaths:
         self.rootfs = Path(rootfs)
         self.procfs = Path(procfs) if procfs else self.rootfs / "proc"
         self.sysfs = Path(sysfs) if sysfs else self.rootfs / "sys"
+        # Joined as strings: these are called thousands of times a scrape, and pathlib's
+        # parsing cost more than the reads themselves.
+        self._root, self._proc, self._sys = str(self.rootfs), str(self.procfs), str(self.sysfs)
 
     def __repr__(self) -> str:
         return f"HostPaths(rootfs={self.rootfs}, procfs={self.procfs}, sysfs={self.sysfs})"
 
-    def root(self, *parts: str) -> Path:
+    def root(self, *parts: str) -> str:
         """A path under the host root: root('etc', 'passwd')."""
-        return self.rootfs.joinpath(*(p.lstrip("/") for p in parts))
+        return os.path.join(self._root, *(p.lstrip("/") for p in parts))
 
-    def proc(self, *parts: str) -> Path:
-        return self.procfs.joinpath(*(p.lstrip("/") for p in parts))
+    def proc(self, *parts: str) -> str:
+        return os.path.join(self._proc, *parts)
 
-    def sys(self, *parts: str) -> Path:
-        return self.sysfs.joinpath(*(p.lstrip("/") for p in parts))
+    def sys(self, *parts: str) -> str:
+        return os.path.join(self._sys, *(p.lstrip("/") for p in parts))
 
     @property
     def procfs_is_live(self) -> bool:
@@ -84,10 +87,10 @@ class HostPaths:
                 resolved = []
             parts = target_parts + parts
         path = self.root(*resolved)
-        return path if os.path.lexists(path) else None
+        return Path(path) if os.path.lexists(path) else None
 
 
-def read_text(path: Path, limit: int = DEFAULT_READ_LIMIT) -> str:
+def read_text(path: str | Path, limit: int = DEFAULT_READ_LIMIT) -> str:
     """Read at most `limit` bytes of a host file as text (undecodable bytes replaced).
 
     Raises OSError as open() does: callers decide whether a missing file is
@@ -98,5 +101,26 @@ def read_text(path: Path, limit: int = DEFAULT_READ_LIMIT) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def read_first_line(path: Path) -> str:
+def read_first_line(path: str | Path) -> str:
     return read_text(path, 4096).split("\n", 1)[0].strip()
+
+
+_parsed: dict[tuple[str, object], tuple[tuple[int, int, int], object]] = {}
+
+
+def parse_cached(path: str, parse, limit: int = DEFAULT_READ_LIMIT):
+    """parse(text of path), computed again only when the file's inode, size or mtime changed.
+
+    For regular files of the host tree (etc, opt): they rarely change, and some (the policy
+    XML) cost more to parse than a whole scrape should. Not for proc or sys, whose files
+    all look unchanged. Raises OSError as open() does, and whatever parse raises.
+    """
+    st = os.stat(path)
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    key = (path, parse)
+    cached = _parsed.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    value = parse(read_text(path, limit))
+    _parsed[key] = (stamp, value)
+    return value

@@ -154,6 +154,8 @@ class SharedState:
             settings.ampcli_path, settings.ampcli_timeout, settings.ampcli_cache_seconds
         )
         self.use_ampcli = True
+        self._generation: Optional[tuple[float, str]] = None
+        self._generation_lock = threading.Lock()
 
     def reported_faults(self) -> frozenset[int]:
         """Fault IDs the connector reports now (empty when ampcli did not answer, or when
@@ -164,11 +166,18 @@ class SharedState:
         return frozenset(result.status.faults) if result.status is not None else frozenset()
 
     def generation(self) -> str:
-        """The host's monitoring generation (see generation.py); raises OSError/ValueError."""
+        """The host's monitoring generation (see generation.py); raises OSError/ValueError.
+        Shared by the collectors of one scrape: computed at most once per half second."""
         from amp_exporter import generation
 
-        return generation.detect(generation.gather(self.settings.paths, self.processes.snapshot(),
-                                                   self.reported_faults()))
+        with self._generation_lock:
+            cached = self._generation
+            if cached is not None and time.monotonic() - cached[0] < 0.5:
+                return cached[1]
+            found = generation.detect(generation.gather(
+                self.settings.paths, self.processes.snapshot(), self.reported_faults()))
+            self._generation = (time.monotonic(), found)
+            return found
 
     def close(self) -> None:
         self.ampcli.close()

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from amp_exporter.hostpaths import HostPaths, read_first_line, read_text
+from amp_exporter.hostpaths import HostPaths, parse_cached, read_first_line
 
 STORE_ROOTS = ("var/lib/selinux", "etc/selinux")
 
@@ -38,7 +38,7 @@ def parse_config(text: str) -> dict[str, str]:
 def state(paths: HostPaths) -> Optional[SELinuxState]:
     """None when SELinux is absent (no selinuxfs and no config)."""
     try:
-        config = parse_config(read_text(paths.root("etc", "selinux", "config")))
+        config = parse_cached(paths.root("etc", "selinux", "config"), parse_config)
     except FileNotFoundError:
         config = {}
     policy_type = config.get("SELINUXTYPE", "targeted") or "targeted"

@@ -1,0 +1,254 @@
+"""Scrape cost of amp-exporter against prometheus-node-exporter, measured in the same run.
+
+    .venv/bin/python bench/scrape.py [--scrapes 500] [--quick]
+
+Builds an example host enlarged to a realistic size (1,000 extra processes in its procfs,
+a 200 MB log directory, 50 connector directories), serves it, and scrapes it and the real
+node_exporter (Debian's prometheus-node-exporter, default collectors, on this machine)
+alternately over loopback. Prints latency p50/p99, CPU seconds per scrape, RSS after
+1,000 scrapes and its growth, time to the first scrape, ampcli launches under 50
+concurrent scrapes, how cost grows with the host (processes x10, directories x10), and
+the series budget. Figures are ratios to node_exporter where one applies: timings on
+shared machines are noisy; the ratio is what to compare between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "examples"))
+import build_hosts  # noqa: E402
+
+NODE_EXPORTER = shutil.which("prometheus-node-exporter") or "/usr/bin/prometheus-node-exporter"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def enlarge(root: Path, processes: int, directories: int, log_mib: int) -> None:
+    """Add plain processes (copies of the host's bash), connector directories, log bytes."""
+    template = root / "proc" / "2231"
+    stat = (template / "stat").read_text()
+    head, _, tail = stat.rpartition(")")
+    for i in range(processes):
+        pid = 100_000 + i
+        dst = root / "proc" / str(pid)
+        shutil.copytree(template, dst, symlinks=True)
+        (dst / "stat").write_text(f"{pid} ({head.partition('(')[2]}){tail}")
+    for i in range(directories):
+        d = root / "opt/cisco/amp" / f"data{i:03d}"
+        d.mkdir(exist_ok=True)
+        d.chmod(0o755)
+    logs = root / "var/log/cisco"
+    chunk = b"Nov 25 04:12:01 host ampdaemon[1187]: Info: something happened\n" * 16384
+    with open(logs / "ampdaemon.log", "ab") as f:
+        for _ in range(log_mib):
+            f.write(chunk[: 1 << 20])
+    for i in range(1, 5):  # rotated logs, as logrotate leaves them
+        shutil.copyfile(logs / "ampdaemon.log", logs / f"ampdaemon.log.{i}")
+
+
+class Target:
+    def __init__(self, name: str, argv: list[str], port: int) -> None:
+        self.name, self.port = name, port
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        self.first_scrape = self._wait()
+
+    def _wait(self) -> float:
+        while True:
+            try:
+                self.get()
+                return time.monotonic() - self.started
+            except OSError:
+                if time.monotonic() - self.started > 30:
+                    raise
+                time.sleep(0.01)
+
+    def get(self) -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
+            return r.read()
+
+    def timed(self) -> float:
+        start = time.perf_counter()
+        self.get()
+        return time.perf_counter() - start
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+    def rss_mib(self) -> float:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def amp(root: Path, *flags: str) -> Target:
+    port = free_port()
+    return Target("amp-exporter", [sys.executable, "-m", "amp_exporter", "serve",
+                                   "--path.rootfs", str(root), "--events.source", "procfs",
+                                   "--web.listen-address", f"127.0.0.1:{port}", *flags], port)
+
+
+def node() -> Target:
+    port = free_port()
+    return Target("node_exporter", [NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}"],
+                  port)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def series(text: bytes) -> int:
+    return sum(1 for line in text.decode().splitlines() if line and not line.startswith("#"))
+
+
+def latency_table(targets: list[Target], scrapes: int) -> dict[str, dict[str, float]]:
+    times: dict[str, list[float]] = {t.name: [] for t in targets}
+    cpu0 = {t.name: t.cpu_seconds() for t in targets}
+    for _ in range(scrapes):
+        for t in targets:  # alternate: noise hits every target alike
+            times[t.name].append(t.timed())
+    out = {}
+    for t in targets:
+        out[t.name] = {"p50": statistics.median(times[t.name]), "p99": pct(times[t.name], 0.99),
+                       "cpu": (t.cpu_seconds() - cpu0[t.name]) / scrapes}
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scrapes", type=int, default=500)
+    parser.add_argument("--quick", action="store_true", help="fewer scrapes, smaller host")
+    args = parser.parse_args()
+    scale = 10 if args.quick else 1
+    scrapes = max(50, args.scrapes // scale)
+    work = Path(tempfile.mkdtemp(prefix="amp-bench-scrape-"))
+    try:
+        return run(work, scrapes, scale)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path, scrapes: int, scale: int) -> int:
+    root = build_hosts.build(work / "base", ["healthy-ebpf-btf"])["healthy-ebpf-btf"]
+    enlarge(root, 1000 // scale, 50, 200 // scale)
+    print(f"host: {len(os.listdir(root / 'proc'))} proc entries, 50+ connector dirs, "
+          f"{sum(f.stat().st_size for f in (root / 'var/log/cisco').iterdir()) >> 20} MiB logs\n")
+
+    ne = node()
+    cached = amp(root)  # default --ampcli.cache 5: scrapes closer than 5 s share one ampcli
+    cached.name = "amp-exporter, ampcli cached"
+    uncached = amp(root, "--ampcli.cache", "0")  # every scrape runs ampcli (15 s interval)
+    uncached.name = "amp-exporter, ampcli every scrape"
+    ne.name = "node_exporter (default collectors)"
+    table = latency_table([ne, cached, uncached], scrapes)
+    base = table[ne.name]
+    print(f"latency over {scrapes} scrapes each, alternating (ms)")
+    print(f"{'target':<36}{'p50':>8}{'p99':>8}{'p99/node p50':>14}{'CPU ms/scrape':>15}")
+    for name, row in table.items():
+        print(f"{name:<36}{row['p50'] * 1e3:>8.2f}{row['p99'] * 1e3:>8.2f}"
+              f"{row['p99'] / base['p50']:>14.2f}{row['cpu'] * 1e3:>15.2f}")
+
+    print("\nmemory and descriptors (1,000 scrapes)")
+    rss = {}
+    for i in range(1, 1001):
+        cached.get()
+        if i in (100, 1000):
+            rss[i] = (cached.rss_mib(), cached.fds())
+    print(f"  amp-exporter RSS at scrape 100: {rss[100][0]:.1f} MiB, at 1000: "
+          f"{rss[1000][0]:.1f} MiB (growth {rss[1000][0] - rss[100][0]:+.1f} MiB); "
+          f"fds {rss[100][1]} -> {rss[1000][1]}")
+    print(f"  node_exporter RSS: {ne.rss_mib():.1f} MiB (ratio {rss[1000][0] / ne.rss_mib():.2f})")
+    print(f"  start to first complete scrape: amp-exporter {cached.first_scrape:.2f}s, "
+          f"node_exporter {ne.first_scrape:.2f}s")
+
+    launches = work / "launches"
+    ampcli = root / "opt/cisco/amp/bin/ampcli"
+    ampcli.write_text(ampcli.read_text().replace("#!/bin/sh\n",
+                                                 f"#!/bin/sh\necho >> {launches}\nsleep 0.3\n",
+                                                 1))
+    cached.stop()
+    uncached.stop()
+    fresh = amp(root)
+    before = launches.read_text().count("\n") if launches.exists() else 0
+    threads = [threading.Thread(target=fresh.get) for _ in range(50)]
+    time.sleep(5.1)  # let the start-up answer expire
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = launches.read_text().count("\n")
+    print(f"\n50 concurrent scrapes started {after - before} ampcli run(s) (target: 1)")
+    healthy_series = series(fresh.get())
+    fresh.stop()
+
+    print("\ngrowth with the host (p50 ms, ampcli cached; node_exporter in the same run)")
+    print(f"{'host':<34}{'amp p50':>9}{'node p50':>10}{'ratio':>8}")
+    for label, procs, dirs in (("as above", 0, 0), ("processes x10", 9000 // scale, 0),
+                               ("connector dirs x10", 0, 450)):
+        if procs or dirs:
+            _grow(root, procs, dirs)
+        t = amp(root)
+        row = latency_table([ne, t], scrapes // 2)
+        t.stop()
+        a, n = row[t.name]["p50"], row[ne.name]["p50"]
+        print(f"{label:<34}{a * 1e3:>9.2f}{n * 1e3:>10.2f}{a / n:>8.2f}")
+    ne.stop()
+
+    worst_root = build_hosts.build(work / "worst", ["multi-fault"])["multi-fault"]
+    worst = amp(worst_root)
+    worst_series = series(worst.get()) + 10  # + 10 top-command series with the eBPF source
+    worst.stop()
+    print(f"\nseries per host: healthy {healthy_series}, worst case about {worst_series}")
+    for hosts in (10_000, 100_000):
+        print(f"  {hosts:>7,} hosts: {hosts * worst_series / 1e6:.1f} M active series, "
+              f"{hosts * worst_series / 15:,.0f} samples/s at a 15 s interval")
+    return 0
+
+
+def _grow(root: Path, processes: int, directories: int) -> None:
+    existing = [int(p) for p in os.listdir(root / "proc") if p.isdigit() and int(p) >= 100_000]
+    start = max(existing, default=99_999) + 1
+    template = root / "proc" / "2231"
+    stat = (template / "stat").read_text()
+    head, _, tail = stat.rpartition(")")
+    for pid in range(start, start + processes):
+        dst = root / "proc" / str(pid)
+        shutil.copytree(template, dst, symlinks=True)
+        (dst / "stat").write_text(f"{pid} ({head.partition('(')[2]}){tail}")
+    for i in range(directories):
+        d = root / "opt/cisco/amp" / f"more{i:03d}"
+        d.mkdir(exist_ok=True)
+        d.chmod(0o755)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
