@@ -21,6 +21,7 @@ def _samples(families) -> dict[str, dict[tuple, float]]:
 
 def run(exporter: Exporter, out: TextIO) -> int:
     families, failed, details = [], [], {}
+    exporter.shared.begin_scrape()
     for collector in exporter.collectors:
         got, ok, _ = exporter.run_collector(collector)
         families.extend(got)

@@ -96,9 +96,9 @@ def _parse_stat(text: str) -> tuple[str, int]:
 class ProcessTable:
     """Incremental view of the connector's processes, shared by every collector."""
 
-    def __init__(self, paths: HostPaths, min_interval: float = 0.5) -> None:
+    def __init__(self, paths: HostPaths) -> None:
         self.paths = paths
-        self.min_interval = min_interval
+        self._local = threading.local()
         # psutil reads one procfs per process; the exporter only ever has one.
         psutil.PROCFS_PATH = str(paths.procfs)
         self._lock = threading.Lock()
@@ -111,22 +111,25 @@ class ProcessTable:
             lambda: collections.deque(maxlen=1000)
         )
         self._refreshes = 0
-        self._snapshot: Optional[ProcessSnapshot] = None
         self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
-    def snapshot(self) -> ProcessSnapshot:
-        """A fresh snapshot, or the one taken less than `min_interval` ago."""
-        with self._lock:
-            snap = self._snapshot
-            if snap is not None and time.monotonic() - snap.taken_at < self.min_interval:
-                return snap
-            try:
-                self._snapshot = self._refresh()
-            except OSError as exc:
-                from amp_exporter.registry import host_error
+    def begin_scrape(self) -> None:
+        """The collectors of the scrape running in this thread will share one fresh look."""
+        self._local.snapshot = None
 
-                raise host_error(exc, "listing processes") from exc
-            return self._snapshot
+    def snapshot(self) -> ProcessSnapshot:
+        """This scrape's snapshot, taken on first use (refreshes run one at a time)."""
+        snap = getattr(self._local, "snapshot", None)
+        if snap is None:
+            with self._lock:
+                try:
+                    snap = self._refresh()
+                except OSError as exc:
+                    from amp_exporter.registry import host_error
+
+                    raise host_error(exc, "listing processes") from exc
+            self._local.snapshot = snap
+        return snap
 
     # -- discovery ---------------------------------------------------------------------
 

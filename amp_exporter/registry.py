@@ -154,8 +154,7 @@ class SharedState:
             settings.ampcli_path, settings.ampcli_timeout, settings.ampcli_cache_seconds
         )
         self.use_ampcli = True
-        self._generation: Optional[tuple[float, str]] = None
-        self._generation_lock = threading.Lock()
+        self._local = threading.local()
 
     def reported_faults(self) -> frozenset[int]:
         """Fault IDs the connector reports now (empty when ampcli did not answer, or when
@@ -165,19 +164,22 @@ class SharedState:
         result = self.ampcli.status()
         return frozenset(result.status.faults) if result.status is not None else frozenset()
 
+    def begin_scrape(self) -> None:
+        """Facts shared by the collectors of the scrape in this thread are looked at anew."""
+        self.processes.begin_scrape()
+        self._local.generation = None
+
     def generation(self) -> str:
-        """The host's monitoring generation (see generation.py); raises OSError/ValueError.
-        Shared by the collectors of one scrape: computed at most once per half second."""
+        """The host's monitoring generation (see generation.py), once per scrape; raises
+        OSError/ValueError."""
         from amp_exporter import generation
 
-        with self._generation_lock:
-            cached = self._generation
-            if cached is not None and time.monotonic() - cached[0] < 0.5:
-                return cached[1]
+        found = getattr(self._local, "generation", None)
+        if found is None:
             found = generation.detect(generation.gather(
                 self.settings.paths, self.processes.snapshot(), self.reported_faults()))
-            self._generation = (time.monotonic(), found)
-            return found
+            self._local.generation = found
+        return found
 
     def close(self) -> None:
         self.ampcli.close()
@@ -248,6 +250,7 @@ class Exporter:
         success = SUCCESS.family()
         duration = DURATION.family()
         merged: dict[str, Metric] = {}
+        self.shared.begin_scrape()
         for collector in self.collectors:
             families, ok, seconds = self.run_collector(collector)
             success.add_metric([collector.name], 1.0 if ok else 0.0)

@@ -56,13 +56,16 @@ def enlarge(root: Path, processes: int, directories: int, log_mib: int) -> None:
         d = root / "opt/cisco/amp" / f"data{i:03d}"
         d.mkdir(exist_ok=True)
         d.chmod(0o755)
+    if not log_mib:
+        return
     logs = root / "var/log/cisco"
-    chunk = b"Nov 25 04:12:01 host ampdaemon[1187]: Info: something happened\n" * 16384
-    with open(logs / "ampdaemon.log", "ab") as f:
-        for _ in range(log_mib):
-            f.write(chunk[: 1 << 20])
-    for i in range(1, 5):  # rotated logs, as logrotate leaves them
-        shutil.copyfile(logs / "ampdaemon.log", logs / f"ampdaemon.log.{i}")
+    chunk = (b"Nov 25 04:12:01 host ampdaemon[1187]: Info: something happened\n" * 16384)[
+        : 1 << 20]
+    # The live log and four rotated ones, as logrotate leaves them: log_mib in all.
+    for name in ("ampdaemon.log", *(f"ampdaemon.log.{i}" for i in range(1, 5))):
+        with open(logs / name, "ab") as f:
+            for _ in range(log_mib // 5):
+                f.write(chunk)
 
 
 class Target:

@@ -19,7 +19,6 @@ def exporter_for(root: Path, *flags: str):
     args = build_parser().parse_args(["textfile", "--output", "-", "--path.rootfs", str(root),
                                       "--ampcli.cache", "0", *flags])
     exporter = make_exporter(args)
-    exporter.shared.processes.min_interval = 0  # every scrape looks at the tree again
     return exporter
 
 
@@ -120,7 +119,6 @@ def test_real_processes_restart_and_churn(live_connector):
     args = build_parser().parse_args(["textfile", "--output", "-", "--collector.disable-defaults",
                                       "--collector.processes", "--collector.bpf"])
     exporter = make_exporter(args)
-    exporter.shared.processes.min_interval = 0
     try:
         s = scrape(exporter)
         assert s.value("cisco_amp_process_up", process="ampscansvc") == 1
