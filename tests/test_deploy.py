@@ -1,0 +1,468 @@
+"""deploy/: the systemd units verify and the exporter runs the way they run it (unprivileged
+user, only the unit's capabilities, a read-only system); the Kubernetes manifests are
+current and valid offline; the PrometheusRule holds exactly alerts/; the Prometheus configs
+pass promtool; the Containerfile parses and says what it should."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, Scrape, builder, have, parse_exposition
+
+DEPLOY = REPO / "deploy"
+UNITS = DEPLOY / "systemd"
+K8S = DEPLOY / "kubernetes"
+
+
+def unit(name: str) -> dict[str, list[str]]:
+    """{key: [values]} of a unit file (comments and sections dropped)."""
+    out: dict[str, list[str]] = {}
+    for line in (UNITS / name).read_text().splitlines():
+        if line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def unit_caps(name: str) -> list[str]:
+    return [c.lower().removeprefix("cap_") for c in unit(name)["AmbientCapabilities"][0].split()]
+
+
+# -- systemd ---------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not have("systemd-analyze"), reason="systemd-analyze (Debian systemd) missing")
+def test_units_pass_systemd_analyze_verify(tmp_path):
+    exe = shutil.which("amp-exporter", path=os.path.dirname(sys.executable))
+    names = ["amp-exporter.service", "amp-exporter-textfile.service",
+             "amp-exporter-textfile.timer"]
+    for name in names:  # verify wants ExecStart to exist: point it at this checkout's
+        text = (UNITS / name).read_text().replace("/opt/amp-exporter/bin/amp-exporter", exe)
+        (tmp_path / name).write_text(text)
+    result = subprocess.run(["systemd-analyze", "verify", *(str(tmp_path / n) for n in names)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), \
+        result.stdout + result.stderr
+    # ... and it does catch a mistake.
+    bad = tmp_path / "bad.service"
+    bad.write_text((tmp_path / names[0]).read_text().replace("ProtectSystem=strict",
+                                                             "ProtectSystem=stric"))
+    result = subprocess.run(["systemd-analyze", "verify", str(bad)], capture_output=True,
+                            text=True, timeout=60)
+    assert "ProtectSystem" in result.stdout + result.stderr or "protect system" in \
+        result.stdout + result.stderr
+
+
+def test_units_run_least_privilege():
+    service = unit("amp-exporter.service")
+    assert service["User"] == ["amp-exporter"] and service["NoNewPrivileges"] == ["yes"]
+    assert service["Restart"] == ["on-failure"]
+    assert service["ProtectSystem"] == ["strict"] and service["PrivateTmp"] == ["yes"]
+    assert service["ProtectHome"] == ["yes"]
+    caps = set(service["AmbientCapabilities"][0].split())
+    assert caps == {"CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE", "CAP_BPF", "CAP_PERFMON"}
+    assert set(service["CapabilityBoundingSet"][0].split()) == caps  # nothing more, ever
+    for key in ("ProtectKernelModules", "ProtectProc", "ProcSubset"):  # would break collectors
+        assert key not in service
+    known = set(subprocess.run(["setpriv", "--list-caps"], capture_output=True, text=True,
+                               check=True).stdout.split())
+    for name in ("amp-exporter.service", "amp-exporter-textfile.service"):
+        for cap in unit_caps(name):
+            assert cap in known, f"{name}: unknown capability {cap}"
+    textfile = unit("amp-exporter-textfile.service")
+    assert textfile["Type"] == ["oneshot"] and textfile["User"] == ["amp-exporter"]
+    assert "--output=/var/lib/node_exporter/textfile/amp-exporter.prom" in \
+        textfile["ExecStart"][0]
+    assert textfile["ReadWritePaths"] == ["/var/lib/node_exporter/textfile"]
+    timer = (UNITS / "amp-exporter-textfile.timer").read_text()
+    assert "OnUnitActiveSec=" in timer and "WantedBy=timers.target" in timer
+    assert subprocess.run(["sh", "-n", str(UNITS / "install.sh")]).returncode == 0
+
+
+# The unit, as far as it can be reproduced without systemd as PID 1: its user (nobody
+# stands in for amp-exporter), exactly its capabilities (ambient, inheritable and bounding),
+# no_new_privs, and ProtectSystem=strict / PrivateTmp / ProtectHome emulated in a private
+# mount namespace (every mount read-only but /dev and /proc, tmpfs over /tmp, /var/tmp,
+# /home and /root). The host tree is bound on /srv first, since /tmp is hidden.
+SANDBOX = r"""
+set -eu
+mount --make-rprivate /
+if [ -n "$AMP_TREE" ]; then mount --bind "$AMP_TREE" /srv; fi
+for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do
+    case "$m" in
+        /dev|/dev/*|/proc|/proc/*) ;;
+        *) mount -o remount,bind,ro "$m" 2>/dev/null || true ;;
+    esac
+done
+for d in /tmp /var/tmp; do mount -t tmpfs -o mode=1777 tmpfs "$d"; done
+for d in /home /root; do mount -t tmpfs -o mode=000 tmpfs "$d"; done
+for f in /.amp-rw-probe "$AMP_REPO/.amp-rw-probe"; do
+    if touch "$f" 2>/dev/null; then rm -f "$f"; echo "$f: not read-only" >&2; exit 3; fi
+done
+exec setpriv --reuid=nobody --regid=nogroup --clear-groups --no-new-privs \
+    --bounding-set="-all$AMP_CAPS" --inh-caps="-all$AMP_CAPS" \
+    ${AMP_AMBIENT:+--ambient-caps="$AMP_AMBIENT"} \
+    "$@"
+"""
+
+needs_sandbox = pytest.mark.skipif(
+    os.geteuid() != 0 or not (have("setpriv") and have("unshare")),
+    reason="needs root, setpriv and unshare (util-linux) to run as the unit does")
+
+
+class UnitLikeServer:
+    """`amp-exporter serve` started as the unit starts it (see SANDBOX)."""
+
+    def __init__(self, caps: list[str], tree: Path | None, *flags: str) -> None:
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "TZ": "UTC",
+               "AMP_TREE": str(tree or ""), "AMP_REPO": str(REPO),
+               "AMP_CAPS": "".join(f",+{c}" for c in caps),
+               "AMP_AMBIENT": ",".join(f"+{c}" for c in caps)}
+        argv = [sys.executable, "-m", "amp_exporter", "serve",
+                "--path.rootfs", "/srv" if tree else "/", "--web.listen-address",
+                "127.0.0.1:0", *flags]
+        self.proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", SANDBOX, "sandbox",
+             *argv], stderr=subprocess.PIPE, text=True, env=env, cwd="/")
+        self.lines: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            match = re.search(r"msg=listening address=127\.0\.0\.1:(\d+)", line)
+            if match:
+                self.port = int(match.group(1))
+                threading.Thread(target=self._drain, daemon=True).start()
+                return
+        self.stop()
+        raise AssertionError("did not start: " + "".join(self.lines))
+
+    def _drain(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def scrape(self) -> Scrape:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
+            return Scrape(parse_exposition(r.read().decode()))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+@pytest.fixture
+def unit_server():
+    started: list[UnitLikeServer] = []
+
+    def start(caps, tree=None, *flags):
+        s = UnitLikeServer(caps, tree, *flags)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def root_only_host(tmp_path):
+    """An example host whose sensitive files are root's alone, as on a real host."""
+    root = builder.build(tmp_path / "hosts", ["healthy-ebpf-btf"])["healthy-ebpf-btf"]
+    (root / "var/lib/selinux/targeted/active").chmod(0o700)
+    (root / "proc/1187/fd").chmod(0o700)
+    (root / "proc/1187/fdinfo").chmod(0o700)
+    for log in (root / "var/log/cisco").iterdir():
+        log.chmod(0o600)
+    (root / "var/log/cisco").chmod(0o700)
+    (root / "etc/login.defs").chmod(0o600)
+    return root
+
+
+NO_EVENTS = ("--no-collector.events",)  # events on a tree is procfs-only; tested below
+
+
+@needs_sandbox
+def test_unit_capabilities_read_every_collector_on_a_root_only_host(root_only_host,
+                                                                     unit_server):
+    s = unit_server(unit_caps("amp-exporter.service"), root_only_host, *NO_EVENTS)
+    scrape = s.scrape()
+    assert set(scrape.success()) >= {"bpf", "connector", "kernel", "logs", "processes",
+                                     "scan_service", "scan_user", "selinux"}
+    assert set(scrape.success().values()) == {1.0}, scrape.success()
+    assert scrape.value("cisco_amp_bpf_programs", process="ampdaemon") is not None
+    assert s.stop() == 0
+
+
+@needs_sandbox
+def test_without_the_unit_capabilities_collectors_fail_with_a_reason(root_only_host,
+                                                                      unit_server):
+    s = unit_server([], root_only_host, *NO_EVENTS)
+    scrape = s.scrape()
+    failed = {k for k, v in scrape.success().items() if v == 0}
+    assert {"selinux", "bpf", "logs"} <= failed
+    for collector in failed:
+        assert scrape.value("amp_exporter_collector_errors_total", collector=collector,
+                            reason="permission") == 1, collector
+    assert scrape.success()["kernel"] == 1 and scrape.success()["connector"] == 1
+    log = "".join(s.lines)
+    assert "collector=selinux" in log and "CAP_SYS_PTRACE" in log
+
+
+def _ebpf_blocker() -> str | None:
+    if not any(os.path.isdir(f"{d}/events/sched")
+               for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")):
+        return "tracefs not mounted"
+    if not os.path.exists(f"/lib/modules/{os.uname().release}/build"):
+        return "no kernel headers (scripts/test-setup-ebpf links them)"
+    if subprocess.run([sys.executable, "-c", "import bcc"], capture_output=True).returncode:
+        return "bcc does not import"
+    return None
+
+
+@needs_sandbox
+def test_unit_on_the_live_host(live_connector, unit_server):
+    """The live host: the connector's processes run as root; the unit's user reads their
+    fds (CAP_SYS_PTRACE) and loads the eBPF event source (CAP_BPF, CAP_PERFMON, and
+    CAP_DAC_READ_SEARCH for the root-only tracefs); the host-wide bpf() count, which needs
+    CAP_SYS_ADMIN, is left out."""
+    live_connector("ampdaemon")
+    s = unit_server(unit_caps("amp-exporter.service"), None)
+    blocker = _ebpf_blocker()
+    deadline = time.monotonic() + 60
+    while True:
+        scrape = s.scrape()
+        if blocker or scrape.value("amp_exporter_events_source", source="ebpf") == 1 or \
+                time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert scrape.success()["bpf"] == 1 and scrape.success()["processes"] == 1
+    assert scrape.value("cisco_amp_process_up", process="ampdaemon") == 1
+    assert scrape.value("cisco_amp_bpf_programs", process="ampdaemon") == 0
+    assert "cisco_amp_host_bpf_programs" not in scrape  # CAP_SYS_ADMIN is not granted
+    assert scrape.success()["events"] == 1
+    if blocker is None:
+        assert scrape.value("amp_exporter_events_source", source="ebpf") == 1, \
+            scrape.get("amp_exporter_events_ebpf_unavailable")
+    # Without CAP_SYS_PTRACE (and CAP_DAC_READ_SEARCH), the root process's fds cannot be
+    # listed, and the collector says so.
+    s2 = unit_server(["bpf", "perfmon"], None, *NO_EVENTS)
+    scrape = s2.scrape()
+    assert scrape.success()["bpf"] == 0
+    assert scrape.value("amp_exporter_collector_errors_total", collector="bpf",
+                        reason="permission") == 1
+
+
+# -- Kubernetes ------------------------------------------------------------------------------
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("k8s_generate", K8S / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def manifests() -> dict[str, dict]:
+    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(K8S.glob("*.yaml"))}
+
+
+def test_manifests_are_current_and_check_catches_staleness(tmp_path):
+    result = subprocess.run([sys.executable, str(K8S / "generate.py"), "--check"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    gen = _generator()
+    assert set(gen.outputs()) == {p.name for p in K8S.glob("*.yaml")}  # no left-overs
+    for name in gen.outputs():
+        shutil.copy(K8S / name, tmp_path / name)
+    (tmp_path / "prometheusrule.yaml").write_text("spec: {}\n")
+    result = subprocess.run([sys.executable, str(K8S / "generate.py"), "--check",
+                             "--dir", str(tmp_path)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1 and "stale:" in result.stderr
+    assert "prometheusrule.yaml" in result.stderr
+
+
+def test_prometheus_rule_holds_exactly_the_rules_of_alerts():
+    rule = manifests()["prometheusrule.yaml"]
+    groups = []
+    for path in ("alerts/amp-exporter.rules.yml", "alerts/amp-exporter.recording.yml"):
+        groups += yaml.safe_load((REPO / path).read_text())["groups"]
+    assert rule["spec"]["groups"] == groups
+    # PrometheusRule structure (a CRD: no schema in kubernetes-validate).
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "PrometheusRule"
+    assert rule["metadata"]["name"] and rule["metadata"]["namespace"]
+    names = [g["name"] for g in rule["spec"]["groups"]]
+    assert len(names) == len(set(names))
+    for group in rule["spec"]["groups"]:
+        assert set(group) <= {"name", "interval", "rules", "limit", "partial_response_strategy"}
+        for r in group["rules"]:
+            assert ("alert" in r) != ("record" in r) and isinstance(r["expr"], str)
+            assert set(r) <= {"alert", "record", "expr", "for", "labels", "annotations",
+                              "keep_firing_for"}
+
+
+@pytest.mark.skipif(not have("promtool"), reason="promtool missing")
+def test_prometheus_rule_spec_passes_promtool(tmp_path):
+    spec = tmp_path / "rules.yml"
+    spec.write_text(yaml.safe_dump(manifests()["prometheusrule.yaml"]["spec"]))
+    result = subprocess.run(["promtool", "check", "rules", str(spec)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_service_monitor_selects_the_service_which_selects_the_daemonset():
+    m = manifests()
+    ds, svc, sm = m["daemonset.yaml"], m["service.yaml"], m["servicemonitor.yaml"]
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1" and sm["kind"] == "ServiceMonitor"
+    assert set(sm["spec"]) <= {"selector", "namespaceSelector", "endpoints", "jobLabel",
+                               "targetLabels", "podTargetLabels", "sampleLimit"}
+    pod_labels = ds["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+    assert ds["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["namespaceSelector"]["matchNames"] == [svc["metadata"]["namespace"]]
+    ports = {p["name"] for p in svc["spec"]["ports"]}
+    container = ds["spec"]["template"]["spec"]["containers"][0]
+    assert {e["port"] for e in sm["spec"]["endpoints"]} <= ports
+    assert {p["name"] for p in container["ports"]} >= ports
+    # Job label = the Service's name = what the alerts select.
+    assert svc["metadata"]["name"] == "amp-exporter"
+    rules = m["prometheusrule.yaml"]["spec"]["groups"][0]["rules"]
+    assert 'job="amp-exporter"' in rules[0]["expr"]
+
+
+def test_daemonset_mirrors_the_unit_privileges():
+    ds = manifests()["daemonset.yaml"]
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["hostPID"] is True and pod["automountServiceAccountToken"] is False
+    c = pod["containers"][0]
+    sc = c["securityContext"]
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert {f"CAP_{x}" for x in sc["capabilities"]["add"]} == set(
+        unit("amp-exporter.service")["AmbientCapabilities"][0].split())
+    assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+    assert not sc.get("privileged")
+    assert "--path.rootfs=/host" in c["args"]
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert all(m["readOnly"] for p, m in mounts.items() if p != "/tmp")
+    assert mounts["/host"]["mountPropagation"] == "HostToContainer"
+    assert {"/sys", "/sys/kernel/tracing", "/lib/modules"} <= set(mounts)
+
+
+def test_manifests_validate_against_the_kubernetes_schemas():
+    kv = pytest.importorskip("kubernetes_validate",
+                             reason="kubernetes-validate (PyPI) not installed")
+    builtin = {n: d for n, d in manifests().items()
+               if d.get("apiVersion", "").split("/")[0] in ("v1", "apps")}
+    assert set(builtin) == {"namespace.yaml", "serviceaccount.yaml", "daemonset.yaml",
+                            "service.yaml"}
+    for version in ("1.28.0", "1.33.0"):
+        for doc in builtin.values():
+            kv.validate(doc, version, strict=True)  # raises ValidationError
+    # ... and the schemas do catch a mistake.
+    broken = json.loads(json.dumps(builtin["daemonset.yaml"]))
+    broken["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capability"] = {}
+    with pytest.raises(kv.ValidationError):
+        kv.validate(broken, "1.33.0", strict=True)
+
+
+@pytest.mark.skipif(not have("kubectl"), reason="kubectl missing")
+def test_kustomization_builds_offline():
+    result = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(result.stdout)]
+    assert sorted(kinds) == ["DaemonSet", "Namespace", "PrometheusRule", "Service",
+                             "ServiceAccount", "ServiceMonitor"]
+
+
+# -- Prometheus --------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not have("promtool"), reason="promtool missing")
+@pytest.mark.parametrize("name", ["prometheus-static.yml", "prometheus-file-sd.yml"])
+def test_scrape_configs_pass_promtool(name, tmp_path):
+    text = (DEPLOY / "prometheus" / name).read_text()
+    text = text.replace("/etc/prometheus/rules/", f"{REPO}/alerts/")
+    text = text.replace("/etc/prometheus/targets/amp-exporter/", f"{DEPLOY}/prometheus/targets/")
+    for secret in ("amp-exporter-ca.crt", "amp-exporter.password"):
+        (tmp_path / secret).write_text("x\n")
+        text = text.replace(f"/etc/prometheus/{secret}", str(tmp_path / secret))
+    (tmp_path / name).write_text(text)
+    result = subprocess.run(["promtool", "check", "config", str(tmp_path / name)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load(text)
+    assert config["scrape_configs"][0]["job_name"] == "amp-exporter"
+
+
+# -- Container ---------------------------------------------------------------------------------
+
+INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT",
+                "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK",
+                "SHELL"}
+
+
+def containerfile() -> list[tuple[str, str]]:
+    """[(INSTRUCTION, arguments)], continuation lines joined, comments dropped."""
+    out, pending = [], ""
+    for line in (DEPLOY / "container" / "Containerfile").read_text().splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        pending += line.rstrip("\\").rstrip() + " " if line.endswith("\\") else line
+        if not line.endswith("\\"):
+            word, _, args = pending.strip().partition(" ")
+            out.append((word, args.strip()))
+            pending = ""
+    assert not pending, "dangling line continuation"
+    return out
+
+
+def test_containerfile_parses_and_says_what_it_should():
+    steps = containerfile()
+    assert all(word in INSTRUCTIONS for word, _ in steps), steps
+    assert steps[0][0] == "FROM" and re.search(r"debian:12", steps[0][1])
+    runs = " ".join(a for w, a in steps if w == "RUN")
+    assert "python3-bpfcc" in runs and "--system-site-packages" in runs
+    assert "rm -rf /var/lib/apt/lists/*" in runs and "--no-install-recommends" in runs
+    for word, args in steps:
+        if word == "RUN":
+            assert subprocess.run(["sh", "-n", "-c", args]).returncode == 0, args
+        if word == "COPY":
+            *sources, _dest = shlex.split(args)
+            for src in sources:
+                assert (REPO / src).exists(), f"COPY source {src} missing"
+        if word in ("ENTRYPOINT", "CMD"):
+            assert isinstance(json.loads(args), list), f"{word} not in exec form"
+    users = [a for w, a in steps if w == "USER"]
+    assert users and not users[-1].startswith(("root", "0")), "default user must not be root"
+    cmd = json.loads(next(a for w, a in steps if w == "CMD"))
+    assert "--path.rootfs=/host" in cmd
+    readme = (DEPLOY / "container" / "README.md").read_text()
+    for needed in ("--pid=host", "/:/host:ro", "/sys/kernel/tracing", "--path.rootfs=/host"):
+        assert needed in readme
+
+
+@pytest.mark.skipif(not have("hadolint"), reason="hadolint not installed (not in Debian 12)")
+def test_hadolint():
+    result = subprocess.run(["hadolint", str(DEPLOY / "container" / "Containerfile")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
+
