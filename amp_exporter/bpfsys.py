@@ -79,13 +79,17 @@ class _MapElemAttr(ctypes.Structure):
 
 
 def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
-    """How many slots a per-CPU map value has ('0-3,8-11' -> 8)."""
-    with open(path) as f:
+    """How many slots a per-CPU map value has ('0-3,8-11' -> 8). Raises ValueError on
+    anything else (and OSError as open() does)."""
+    with open(path, errors="replace") as f:
         text = f.read().strip()
     count = 0
     for part in text.split(","):
         low, _, high = part.partition("-")
-        count += int(high or low) - int(low) + 1
+        first, last = int(low), int(high or low)
+        if not 0 <= first <= last:
+            raise ValueError(f"not a CPU list: {text[:60]!r}")
+        count += last - first + 1
     return count
 
 

@@ -86,10 +86,13 @@ class ProcessSnapshot:
 
 
 def _parse_stat(text: str) -> tuple[str, int]:
-    """(comm, starttime in clock ticks) from /proc/PID/stat. comm may hold ')' or spaces."""
-    head, _, tail = text.rpartition(")")
+    """(comm, starttime in clock ticks) from /proc/PID/stat. comm may hold ')' or spaces.
+    Raises ValueError on anything else."""
+    head, paren, tail = text.rpartition(")")
     comm = head.partition("(")[2]
     fields = tail.split()
+    if not paren or len(fields) < 20:
+        raise ValueError(f"not a proc/PID/stat line: {text[:60]!r}")
     return comm, int(fields[19])
 
 
@@ -284,6 +287,11 @@ class ProcessTable:
         for fd in fds:
             try:
                 target = os.readlink(os.path.join(fd_dir, fd))
+            except PermissionError:
+                # The directory can be listed (CAP_DAC_READ_SEARCH) but not its links
+                # (CAP_SYS_PTRACE): counting on would report 0 BPF programs as a fact.
+                proc.fds_readable = False
+                return
             except OSError:
                 continue  # closed since the listing
             if target == "anon_inode:bpf-prog":

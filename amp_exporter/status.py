@@ -66,9 +66,9 @@ class ConnectorStatus:
         value = self.get("policy")
         if not value:
             return None, None
-        match = re.match(r"^(.*?)\s*\(#(\d+)\)\s*$", value)
+        match = re.match(r"^(.*)\(#(\d+)\)\s*$", value)  # greedy: linear on long values
         if match:
-            return match.group(1), match.group(2)
+            return match.group(1).rstrip(), match.group(2)
         return value.strip(), None
 
     @property
@@ -76,16 +76,36 @@ class ConnectorStatus:
         return parse_scan_time(self.get("last scan"))
 
 
-_KEY_VALUE = re.compile(r"^\s*([A-Za-z][A-Za-z \-]*?)\s*:\s*(.*?)\s*$")
-_FAULT_LINE = re.compile(r"^\s*ID\s+(\d+)\s*-\s*([A-Za-z]+)\s*:\s*(.*?)\s*$")
-_COUNT = re.compile(r"(\d+)\s+([A-Za-z]+)")
+# Linear-time patterns only (no lazy group before \s*): ampcli may print up to
+# ampcli.OUTPUT_LIMIT bytes on one line, and a quadratic match would hang the scrape.
+_KEY = re.compile(r"[A-Za-z][A-Za-z \-]*")
+_FAULT_LINE = re.compile(r"^\s*ID\s+(\d+)\s*-\s*([A-Za-z]+)\s*:(.*)$")
+_COUNT = re.compile(r"(?<!\d)(\d+)\s+([A-Za-z]+)")
 # Keys that only `status` prints: at least one must be there for the text to count.
 _STATUS_KEYS = {"status", "mode", "scan", "last scan", "policy", "faults", "fault ids"}
 _MAX_FAULT_ID = 10_000  # label values stay bounded even if the connector prints nonsense
+_MAX_FAULT_COUNT = 10**9
 
 
 def _norm(key: str) -> str:
     return " ".join(key.lower().split())
+
+
+def _small_int(digits: str, limit: int) -> Optional[int]:
+    """int(digits) when it is at most `limit`, else None (int() refuses >4300 digits)."""
+    if len(digits.lstrip("0")) > len(str(limit)):
+        return None
+    value = int(digits)
+    return value if value <= limit else None
+
+
+def _key_value(line: str) -> Optional[tuple[str, str]]:
+    """'Key Words: value' -> (key, value); the key is the text before the first colon."""
+    key, sep, value = line.partition(":")
+    key = key.rstrip()
+    if not sep or not _KEY.fullmatch(key):
+        return None
+    return key, value.strip()
 
 
 def parse_status(text: str) -> ConnectorStatus:
@@ -99,24 +119,27 @@ def parse_status(text: str) -> ConnectorStatus:
             continue
         fault_match = _FAULT_LINE.match(line)
         if fault_match:
-            fid = int(fault_match.group(1))
-            if fid <= _MAX_FAULT_ID:
+            fid = _small_int(fault_match.group(1), _MAX_FAULT_ID)
+            if fid is not None:
                 status.faults[fid] = ReportedFault(
-                    fid, fault_match.group(2).capitalize(), fault_match.group(3)
+                    fid, fault_match.group(2).capitalize(), fault_match.group(3).strip()
                 )
             continue
-        kv = _KEY_VALUE.match(line)
+        kv = _key_value(line)
         if not kv:
             continue  # noise such as "Trying to connect..." or "Connected."
-        key, value = _norm(kv.group(1)), kv.group(2)
+        key, value = _norm(kv[0]), kv[1]
         if key.startswith("[") or key in status.fields:
             continue
         status.fields[key] = value
         if key == "fault ids":
-            listed_ids = [int(x) for x in re.findall(r"\d+", value) if int(x) <= _MAX_FAULT_ID]
+            listed_ids = [i for x in re.findall(r"\d+", value)
+                          if (i := _small_int(x, _MAX_FAULT_ID)) is not None]
         elif key == "faults":
             for count, word in _COUNT.findall(value):
-                status.fault_counts[word.lower()] = int(count)
+                n = _small_int(count, _MAX_FAULT_COUNT)
+                if n is not None:
+                    status.fault_counts[word.lower()] = n
     if not _STATUS_KEYS.intersection(status.fields):
         raise StatusParseError("no status fields found in ampcli output")
     for fid in listed_ids:

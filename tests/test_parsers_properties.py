@@ -1,0 +1,544 @@
+"""Property-based tests (hypothesis) for every parser of host or connector input.
+
+Two properties per parser:
+- arbitrary input (text, or bytes decoded as read_text decodes them) raises only the
+  parser's own documented error (ValueError, StatusParseError), never IndexError,
+  UnicodeError, KeyError, ... and never takes more than linear time;
+- valid generated input round-trips to the values it was generated from.
+
+Found and fixed with these tests (regressions kept as @example):
+- status.parse_status: quadratic regexes (a 256 KiB line from ampcli took minutes, holding
+  the ampcli lock, so every scrape hung), and plain ValueError from int() on a fault ID
+  or count of more than 4,300 digits;
+- processes._parse_stat: IndexError on a short stat line;
+- bpfsys.possible_cpus: UnicodeDecodeError on non-UTF-8 bytes, negative counts for '3-1'.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import string
+import tempfile
+import time
+import types
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from amp_exporter import accounts, bpfsys, connector_files, events, linux, selinux
+from amp_exporter.ampcli import OUTPUT_LIMIT
+from amp_exporter.collectors.logs import LEVELS, line_level
+from amp_exporter.collectors.network import parse_proc_net_tcp
+from amp_exporter.hostpaths import HostPaths
+from amp_exporter.processes import ProcessTable, _parse_stat
+from amp_exporter.status import StatusParseError, parse_status
+
+# ~200 inputs per property keeps the whole file near 20 s; no example database on disk.
+settings.register_profile("amp", max_examples=200, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow,
+                                                 HealthCheck.data_too_large])
+settings.load_profile("amp")
+
+
+# -- strategies ---------------------------------------------------------------------------
+
+def _decoded(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")  # as hostpaths.read_text does
+
+
+# Any text a host file could hand a parser: unicode text, and raw bytes decoded as
+# read_text decodes them (replacement characters, NULs, control characters).
+ANY_TEXT = st.one_of(st.text(), st.binary().map(_decoded),
+                     st.binary().map(lambda b: b.decode("latin-1")))
+LINE_BREAKS = ["\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\u2028"]
+
+
+def lines_of(fragments: list[str]) -> st.SearchStrategy[str]:
+    """Text made of lines of grammar fragments, junk and odd separators: close enough to
+    the real format to reach deep into the parser, wrong enough to break it."""
+    token = st.one_of(st.sampled_from(fragments), st.text(max_size=4))
+    line = st.lists(token, max_size=10).map("".join)
+    sep = st.sampled_from(LINE_BREAKS)
+    return st.lists(st.tuples(line, sep), max_size=15).map(
+        lambda rows: "".join(a + b for a, b in rows))
+
+
+def only_raises(fn, errors, *args):
+    """fn(*args), or None when it raised one of `errors` (never a UnicodeError)."""
+    try:
+        return fn(*args)
+    except errors as exc:
+        assert not isinstance(exc, UnicodeError), repr(exc)
+        return None
+
+
+def linear(fn, *args, seconds: float = 1.0) -> None:
+    start = time.perf_counter()
+    with contextlib.suppress(ValueError):
+        fn(*args)
+    assert time.perf_counter() - start < seconds, f"{fn.__name__} is too slow on long input"
+
+
+WORD = st.text(string.ascii_letters, min_size=1, max_size=12)
+# One line of printable text, no leading/trailing whitespace (what a parser strips).
+ONE_LINE = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")),
+                   max_size=40).map(str.strip)
+XML_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs"),
+                                 blacklist_characters="\ufffe\uffff"), max_size=30).map(
+    str.strip)
+
+
+# -- ampcli status --------------------------------------------------------------------------
+
+STATUS_FRAGMENTS = ["Status", "Mode", "Scan", "Last Scan", "Policy", "Faults", "Fault IDs",
+                    "ID ", "ampcli>", ":", ": ", " ", "\t", " - ", "-", "(#", ")", "#", "1",
+                    "18", "007", "99999999", "Major", "Critical", "Minor", "None", ", ", "x",
+                    "\x00", "[logger]", "\u00a0", "\u0663", "Connected", "Degraded"]
+
+
+@given(st.one_of(ANY_TEXT, lines_of(STATUS_FRAGMENTS)))
+@example("Status: x\nFault IDs: " + "9" * 5000)  # int() refuses > 4300 digits
+@example("Status: x\nID " + "1" * 5000 + " - Major: y")
+@example("Faults: " + "1" * 5000 + " Major")
+@example("Status: x\nPolicy: (#1)(#2)")
+def test_status_arbitrary_text_is_a_status_or_a_parse_error(text):
+    status = only_raises(parse_status, StatusParseError, text)
+    if status is None:
+        return
+    assert all(0 <= fid <= 10_000 for fid in status.faults)
+    assert all(f.severity is None or f.severity.isalpha() for f in status.faults.values())
+    assert all(isinstance(n, int) for n in status.fault_counts.values())
+    status.policy, status.last_scan_timestamp, status.connected, status.degraded  # noqa: B018
+
+
+@pytest.mark.parametrize("line", [
+    "a" + " " * OUTPUT_LIMIT + "b",                    # key pattern: lazy group before \s*
+    "Status: a" + " " * OUTPUT_LIMIT + "b",            # value pattern
+    "ID 1 - Major: a" + " " * OUTPUT_LIMIT + "b",      # fault line message
+    "Faults: " + "1" * OUTPUT_LIMIT,                   # fault counts: backtracking digits
+    "Policy: x" + " " * OUTPUT_LIMIT + "y",            # policy (#serial)
+    "Fault IDs: " + "1 " * (OUTPUT_LIMIT // 2),
+])
+def test_status_is_linear_on_the_longest_output_ampcli_may_print(line):
+    def parse_all(text):
+        status = parse_status(text)
+        return status.policy
+
+    linear(parse_all, line)
+
+
+# The parser before it was made linear, as a reference: same answers on short input.
+_OLD_KV = re.compile(r"^\s*([A-Za-z][A-Za-z \-]*?)\s*:\s*(.*?)\s*$")
+_OLD_FAULT = re.compile(r"^\s*ID\s+(\d+)\s*-\s*([A-Za-z]+)\s*:\s*(.*?)\s*$")
+_OLD_COUNT = re.compile(r"(\d+)\s+([A-Za-z]+)")
+_OLD_POLICY = re.compile(r"^(.*?)\s*\(#(\d+)\)\s*$")
+
+
+def _old_parse(text):
+    fields, faults, counts = {}, {}, {}
+    for raw in text.splitlines():
+        line = raw.replace("\x00", "").strip()
+        if line.startswith("ampcli>"):
+            line = line[len("ampcli>"):].strip()
+        m = _OLD_FAULT.match(line)
+        if m:
+            if len(m.group(1)) < 10 and int(m.group(1)) <= 10_000:
+                faults[int(m.group(1))] = (m.group(2).capitalize(), m.group(3))
+            continue
+        m = _OLD_KV.match(line)
+        if m:
+            key = " ".join(m.group(1).lower().split())
+            if key not in fields:
+                fields[key] = m.group(2)
+                if key == "faults":
+                    counts.update((w.lower(), int(n)) for n, w in _OLD_COUNT.findall(m.group(2)))
+    policy = None
+    if fields.get("policy"):
+        m = _OLD_POLICY.match(fields["policy"])
+        policy = m.groups() if m else (fields["policy"].strip(), None)
+    return fields, faults, counts, policy
+
+
+@given(lines_of(STATUS_FRAGMENTS))
+@example("Status: x\nPolicy: Audit  (#12) \nFaults: 12 Major, 3x 4 Minor")
+def test_status_answers_as_before_the_linear_rewrite(text):
+    fields, faults, counts, policy = _old_parse(text)
+    status = only_raises(parse_status, StatusParseError, text)
+    if status is None:
+        return
+    assert status.fields == fields
+    assert {i: (f.severity, f.message) for i, f in status.faults.items()
+            if i in faults} == faults
+    assert status.fault_counts == counts
+    if policy is not None:
+        assert status.policy == policy
+
+
+SEVERITIES = ("Critical", "Major", "Minor")
+
+
+@st.composite
+def status_outputs(draw):
+    faults = draw(st.dictionaries(st.integers(1, 10_000), st.tuples(
+        st.sampled_from(SEVERITIES), ONE_LINE), max_size=5))
+    h = {"connected": draw(st.booleans()), "mode": draw(st.sampled_from(["Normal", "Degraded"])),
+         "policy": draw(ONE_LINE.filter(lambda s: "(#" not in s and s)),
+         "serial": draw(st.integers(0, 10**6)), "faults": faults}
+    width = draw(st.sampled_from([0, 15, 24]))
+    counts: dict[str, int] = {}
+    for sev, _ in faults.values():
+        counts[sev] = counts.get(sev, 0) + 1
+    rows = [("Status", "Connected" if h["connected"] else "Disconnected"), ("Mode", h["mode"]),
+            ("Scan", "Ready for scan"), ("Last Scan", "2023-06-19 02:02:03 PM"),
+            ("Policy", f"{h['policy']} (#{h['serial']})"),
+            ("Faults", ", ".join(f"{n} {s}" for s, n in counts.items()) or "None"),
+            ("Fault IDs", ", ".join(map(str, faults)) or "None")]
+    lines = [f"{k}:{' ' * max(1, width - len(k) - 1)}{v}" for k, v in rows]
+    lines += [f"ID {i} - {sev}: {msg}" for i, (sev, msg) in faults.items()]
+    if draw(st.booleans()):
+        lines = ["[logger] Set minimum reported log level to notice", "Trying to connect...",
+                 "Connected.", *lines]
+    if draw(st.booleans()):
+        lines[0] = "ampcli> " + lines[0]
+    return "\n".join(lines) + draw(st.sampled_from(["\n", "\r\n", ""])), h
+
+
+@given(status_outputs())
+def test_status_round_trips(case):
+    text, h = case
+    status = parse_status(text)
+    assert status.connected is h["connected"]
+    assert status.degraded is (h["mode"] == "Degraded")
+    assert status.policy == (h["policy"], str(h["serial"]))
+    assert {i: (f.severity, f.message) for i, f in status.faults.items()} == h["faults"]
+    assert sum(status.fault_counts.values()) == len(h["faults"])
+    assert status.last_scan_timestamp is not None
+
+
+# -- etc/passwd, etc/group, login.defs ------------------------------------------------------
+
+@given(st.one_of(ANY_TEXT, lines_of(["root", ":", "x", "0", "#", "+", "-", "::", "/bin/sh"])))
+def test_colon_file_is_entries_or_a_value_error(text):
+    entries = only_raises(accounts.parse_colon_file, ValueError, text)
+    if entries is not None:
+        assert all(name and len(fields) >= 3 for name, fields in entries.items())
+
+
+NAME = st.from_regex(r"[a-z_][a-z0-9_-]{0,30}", fullmatch=True)
+FIELD = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"),
+                              blacklist_characters=":"), max_size=20)
+
+
+@given(st.lists(st.tuples(NAME, st.lists(FIELD, min_size=2, max_size=6)), max_size=10),
+       st.lists(st.sampled_from(["", "# comment: x", "+::::::", "-@netgroup", "   "]),
+                max_size=3))
+def test_colon_file_round_trips(rows, noise):
+    text = "\n".join([":".join([n, *f]) for n, f in rows] + noise) + "\n"
+    expected = {}
+    for name, fields in rows:
+        expected.setdefault(name, [name, *fields])
+    assert accounts.parse_colon_file(text) == expected
+
+
+@given(st.one_of(ANY_TEXT, lines_of(["USERGROUPS_ENAB", " ", "\t", "yes", "no", "#"])))
+def test_login_defs_never_fails(text):
+    assert isinstance(accounts.parse_login_defs(text), dict)
+
+
+@given(st.dictionaries(st.from_regex(r"[A-Z][A-Z0-9_]{0,20}", fullmatch=True), ONE_LINE,
+                       max_size=8),
+       st.sampled_from([" ", "\t", "   ", " \t "]))
+def test_login_defs_round_trips(values, sep):
+    text = "# header\n\n" + "".join(f"{k}{sep}{v}\n" for k, v in values.items())
+    assert accounts.parse_login_defs(text) == values
+
+
+# -- proc/modules, osrelease, meminfo, efivar ------------------------------------------------
+
+@given(st.one_of(ANY_TEXT, lines_of(["ampfsm", " ", "61440", "2", "-", "Live", "0xffff",
+                                     "(OE)", "\u00b2"])))
+def test_modules_are_a_dict_or_a_value_error(text):
+    only_raises(linux.parse_modules, ValueError, text)
+
+
+@given(st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,20}", fullmatch=True),
+                       st.tuples(st.integers(0, 2**40), st.integers(0, 99),
+                                 st.sampled_from(["Live", "Loading", "Unloading"]),
+                                 st.sampled_from(["", " (OE)", " (POE)"])), max_size=10))
+def test_modules_round_trip(mods):
+    text = "".join(f"{n} {size} {ref} - {state} 0xffffffffc0a1b000{taint}\n"
+                   for n, (size, ref, state, taint) in mods.items())
+    assert linux.parse_modules(text) == {n: v[2] for n, v in mods.items()}
+
+
+@given(ANY_TEXT)
+@example("5." + "1" * 5000)
+def test_release_is_a_pair_or_a_value_error(text):
+    only_raises(linux.parse_release, ValueError, text)
+
+
+@given(st.integers(0, 10**6), st.integers(0, 10**6), ONE_LINE)
+def test_release_round_trips(major, minor, rest):
+    assert linux.parse_release(f"{major}.{minor}{rest and '-' + rest}\n") == (major, minor)
+
+
+@given(st.one_of(ANY_TEXT, lines_of(["MemTotal", "MemAvailable", ":", " ", "1234", "kB",
+                                     "\u00b2", "\u0663"])))
+@example("MemTotal: \u00b2 kB")  # isdigit() but not int(): still a ValueError
+def test_meminfo_is_values_or_a_value_error(text):
+    only_raises(linux.parse_meminfo, ValueError, text)
+
+
+@given(st.dictionaries(st.from_regex(r"[A-Za-z][A-Za-z0-9_()]{0,20}", fullmatch=True),
+                       st.tuples(st.integers(0, 2**50), st.booleans()), max_size=10),
+       st.integers(0, 2**40))
+def test_meminfo_round_trips(values, total):
+    values = {**values, "MemTotal": (total, True)}
+    text = "".join(f"{k}:{' ' * 8}{n}{' kB' if kb else ''}\n" for k, (n, kb) in values.items())
+    assert linux.parse_meminfo(text) == {k: n * (1024 if kb else 1)
+                                         for k, (n, kb) in values.items()}
+
+
+@given(st.binary(max_size=64))
+def test_efivar_is_a_bool_or_a_value_error(data):
+    result = only_raises(linux.parse_efivar_bool, ValueError, data)
+    assert (result is None) == (len(data) < 5)
+
+
+@given(st.binary(min_size=4, max_size=4), st.integers(0, 255), st.binary(max_size=8))
+def test_efivar_round_trips(attrs, value, rest):
+    assert linux.parse_efivar_bool(attrs + bytes([value]) + rest) is (value == 1)
+
+
+# -- SELinux config -------------------------------------------------------------------------
+
+@given(st.one_of(ANY_TEXT, lines_of(["SELINUX", "=", "enforcing", "#", '"', "'"])))
+def test_selinux_config_never_fails(text):
+    assert isinstance(selinux.parse_config(text), dict)
+
+
+@given(st.dictionaries(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True),
+                       st.text(string.ascii_letters + string.digits + "-_./ ", max_size=20).map(
+                           str.strip), max_size=8),
+       st.sampled_from(["", '"', "'"]))
+def test_selinux_config_round_trips(values, quote):
+    text = "# comment=x\n" + "".join(f" {k} = {quote}{v}{quote}\n" for k, v in values.items())
+    expected = {}
+    for k, v in values.items():
+        expected[k.upper()] = v
+    assert selinux.parse_config(text) == expected
+
+
+# -- connector files: global.xml, policy.xml, .cvd headers ----------------------------------
+
+XML_FRAGMENTS = ["<", ">", "</", "/>", "<?xml version='1.0'?>", "<!DOCTYPE x>", "<!--", "-->",
+                 "version", "agent_version", "=", '"', "1.2.3", "10.20.30.40", "&amp;", "&x;",
+                 "<![CDATA[", "]]>", "xmlns:a='u'", "a:", "config", "agent", "driver",
+                 "protmode", "file", "policy", "name", "serial_number", "1", "0", "false"]
+
+
+@given(st.one_of(ANY_TEXT, lines_of(XML_FRAGMENTS)))
+def test_version_is_a_version_or_none(text):
+    version = connector_files.parse_version(text)
+    assert version is None or re.fullmatch(r"\d+\.\d+\.\d+(\.\d+)?", version)
+
+
+VERSION = st.lists(st.integers(0, 10**4), min_size=3, max_size=4).map(
+    lambda parts: ".".join(map(str, parts)))
+
+
+@given(VERSION, st.sampled_from(["element", "attribute", "text"]), XML_TEXT)
+def test_version_round_trips(version, where, noise):
+    noise = escape(noise.replace(".", ""))  # no stray dotted numbers before the version
+    if where == "element":
+        xml = f"<config><x>{noise}</x><agent><agent_version> {version}</agent_version></agent>" \
+              "</config>"
+    elif where == "attribute":
+        xml = f"<config><agent build={quoteattr(noise)} version='{version}'/></config>"
+    else:
+        xml = f"not xml {noise} {version} <"
+    assert connector_files.parse_version(xml) == version
+
+
+@given(st.one_of(ANY_TEXT, lines_of(XML_FRAGMENTS)))
+def test_policy_is_features_or_a_value_error(text):
+    features = only_raises(connector_files.parse_policy, ValueError, text)
+    if features is not None:
+        assert set(features) == set(connector_files.POLICY_FEATURES)
+    # policy_name: ElementTree's own ParseError on non-XML (it has no caller yet)
+    only_raises(connector_files.policy_name, ET.ParseError, text)
+
+
+@st.composite
+def policies(draw):
+    values = {f: draw(st.one_of(st.none(), st.sampled_from(["0", "1", "", "false", "2"])))
+              for f in connector_files.POLICY_FEATURES}
+    ns = draw(st.sampled_from(["", "a:"]))
+    xmlns = " xmlns:a='urn:x'" if ns else ""
+    body = ""
+    for feature, value in values.items():
+        if value is None:
+            continue
+        path = connector_files.POLICY_FEATURES[feature]
+        inner = f"<{ns}{path[-1]}>{value}</{ns}{path[-1]}>"
+        for name in reversed(path[:-1]):
+            inner = f"<{ns}{name}>{inner}</{ns}{name}>"
+        body += inner
+    name, serial = draw(XML_TEXT.filter(bool)), draw(st.integers(0, 10**9))
+    xml = (f"<{ns}policy{xmlns}><{ns}name>{escape(name)}</{ns}name>"
+           f"<{ns}serial_number>{serial}</{ns}serial_number><{ns}config>{body}</{ns}config>"
+           f"</{ns}policy>")
+    # An empty element has no text: unknown (counted as on), not off.
+    expected = {f: None if not v else v not in ("0", "false") for f, v in values.items()}
+    return xml, expected, (name, str(serial))
+
+
+@given(policies())
+def test_policy_round_trips(case):
+    xml, expected, name = case
+    assert connector_files.parse_policy(xml) == expected
+    assert connector_files.policy_name(xml) == name
+
+
+@given(st.binary(max_size=600), st.integers(0, 10**7))
+@example(b"ClamAV-VDB:" + b"\xff" * 600, 10_000)
+def test_cvd_header_check_never_fails(data, size):
+    assert connector_files.check_cvd_header(data, size) in (None, "truncated", "bad_header")
+    values = connector_files.parse_cvd_header(data)
+    assert set(values) <= {"version", "built"}
+
+
+@st.composite
+def cvd_headers(draw):
+    version, sigs, built = (draw(st.integers(0, 10**9)) for _ in range(3))
+    fields = ["ClamAV-VDB", "19 Nov 2025 10-00 +0000", str(version), str(sigs),
+              str(draw(st.integers(0, 300))), "0" * 32, "s" * 86, "builder", str(built)]
+    header = ":".join(fields).encode().ljust(512, draw(st.sampled_from([b" ", b"\x00"])))
+    return header, version, built
+
+
+@given(cvd_headers(), st.integers(1, 10**6))
+def test_cvd_header_round_trips(case, body):
+    header, version, built = case
+    assert connector_files.check_cvd_header(header, 512 + body) is None
+    assert connector_files.check_cvd_header(header, 512) == "truncated"
+    assert connector_files.check_cvd_header(header[:511], 511) == "truncated"
+    assert connector_files.parse_cvd_header(header) == {"version": version, "built": built}
+
+
+# -- proc/PID/stat, fdinfo, proc/net/tcp, proc/stat, cpu/possible ---------------------------
+
+@given(st.one_of(ANY_TEXT, lines_of(["1187", " (", "ampdaemon", ") ", ")", "S", " 1", " 0"])))
+@example("1 (x) S 1")  # too few fields: was an IndexError
+@example("no parenthesis at all " + "1 " * 30)
+def test_stat_is_comm_and_start_or_a_value_error(text):
+    only_raises(_parse_stat, ValueError, text)
+
+
+@given(st.integers(1, 2**22), st.text(st.characters(blacklist_characters="\x00"), max_size=15),
+       st.integers(0, 2**63), st.lists(st.integers(0, 2**40), min_size=30, max_size=40))
+def test_stat_round_trips(pid, comm, start, rest):
+    fields = ["S", *map(str, rest[:18]), str(start), *map(str, rest[18:])]
+    assert _parse_stat(f"{pid} ({comm}) {' '.join(fields)}\n") == (comm, start)
+
+
+@pytest.fixture(scope="module")
+def scratch():
+    """A private directory for tree-reading parsers (hypothesis reuses it per example)."""
+    with tempfile.TemporaryDirectory(prefix="amp-props-") as d:
+        yield Path(d)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@given(data=st.one_of(st.binary(max_size=300), st.from_regex(
+    rb"\A(pos:\t0\n)?(prog_type:\t\d{1,6}\n)?(prog_jited:\t1\n)?\Z")))
+def test_fdinfo_prog_type_is_a_small_number_or_unknown(scratch, data):
+    _write(scratch / "proc/7/fdinfo/3", data)
+    table = types.SimpleNamespace(paths=HostPaths(str(scratch)))
+    value = ProcessTable._prog_type(table, 7, "3")
+    assert value == "unknown" or (value.isdigit() and len(value) <= 3)
+    match = re.search(rb"^prog_type:\t(\d+)$", data, re.M)
+    if match and len(match.group(1)) <= 3 and data.startswith(b"pos"):
+        assert value == match.group(1).decode()
+
+
+@given(st.one_of(ANY_TEXT, lines_of(["  0: ", "0100007F:0016", " ", "0A", "00000000:00000000",
+                                     "00:00000000", "0", "22136", "sl"])))
+def test_proc_net_tcp_never_fails(text):
+    assert isinstance(parse_proc_net_tcp(text), dict)
+
+
+@given(st.dictionaries(st.integers(1, 2**32), st.integers(1, 11), max_size=20))
+def test_proc_net_tcp_round_trips(sockets):
+    head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt" \
+           "   uid  timeout inode\n"
+    rows = [f"{i:4d}: 0F02000A:A3C2 18643CC6:01BB {state:02X} 00000000:00000000 00:00000000 "
+            f"00000000     0        0 {inode} 1 ffff8f3c4a0b8000 100 0 0 10 0"
+            for i, (inode, state) in enumerate(sockets.items())]
+    assert parse_proc_net_tcp(head + "\n".join(rows)) == sockets
+
+
+@given(st.binary(max_size=300))
+def test_log_level_is_always_a_known_label(line):
+    assert line_level(line) in (*LEVELS, "other")
+
+
+LEVEL_WORDS = {**{lv: lv for lv in LEVELS}, "err": "error", "warn": "warning",
+               "crit": "critical", "emerg": "emergency", "fatal": "critical", "trace": "other"}
+
+
+@given(st.sampled_from(sorted(LEVEL_WORDS)), st.sampled_from([str.lower, str.upper,
+                                                              str.capitalize]),
+       st.binary(max_size=40).filter(lambda b: b"]:" not in b))
+def test_log_level_round_trips(word, case, message):
+    line = b"Nov 25 04:12:01 host ampdaemon[1187]: " + case(word).encode() + b": " + message
+    assert line_level(line) == LEVEL_WORDS[word]
+
+
+@given(st.one_of(st.binary(max_size=300), lines_of(["processes", "ctxt", " ", "12", "cpu",
+                                                   "\u0663"]).map(str.encode)))
+@example(b"processes " + b"9" * 5000)
+def test_proc_stat_counts_or_a_value_error(scratch, data):
+    _write(scratch / "proc/stat", data)
+    only_raises(events.procfs_counts, ValueError, HostPaths(str(scratch)))
+
+
+@given(st.integers(0, 2**62), st.one_of(st.none(), st.integers(0, 2**62)),
+       st.lists(st.sampled_from(["cpu  1 2 3 4", "intr 1 2", "btime 1764040000",
+                                 "procs_running 2"]), max_size=4))
+def test_proc_stat_round_trips(scratch, forks, ctxt, other):
+    lines = [*other, f"processes {forks}", *([f"ctxt {ctxt}"] if ctxt is not None else [])]
+    _write(scratch / "proc/stat", ("\n".join(lines) + "\n").encode())
+    assert events.procfs_counts(HostPaths(str(scratch))) == ({"process_fork": forks}, ctxt)
+
+
+@given(st.one_of(st.binary(max_size=40), st.from_regex(rb"\A[0-9,\- \n]{0,20}\Z")))
+@example(b"\xff\xfe")  # was a UnicodeDecodeError
+@example(b"3-1")  # was a count of -1
+def test_possible_cpus_is_a_count_or_a_value_error(scratch, data):
+    _write(scratch / "possible", data)
+    count = only_raises(bpfsys.possible_cpus, ValueError, str(scratch / "possible"))
+    assert count is None or count >= 1
+
+
+@given(st.lists(st.tuples(st.integers(0, 64), st.integers(0, 64)), min_size=1, max_size=6),
+       st.sampled_from(["\n", ""]))
+def test_possible_cpus_round_trips(scratch, ranges, end):
+    parts, first, total = [], 0, 0
+    for gap, width in ranges:  # increasing, disjoint ranges as the kernel prints them
+        low, high = first + gap, first + gap + width
+        parts.append(f"{low}-{high}" if width else str(low))
+        total += width + 1
+        first = high + 2
+    _write(scratch / "possible", (",".join(parts) + end).encode())
+    assert bpfsys.possible_cpus(str(scratch / "possible")) == total
+
