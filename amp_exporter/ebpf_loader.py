@@ -24,9 +24,16 @@ TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 
 def _tracefs() -> str | None:
+    """The mounted tracefs; raises LoaderError("permission") when it is there but closed to
+    us (it is mode 0700: CAP_DAC_READ_SEARCH reads it without root)."""
     for path in TRACEFS_DIRS:
-        if os.path.isdir(os.path.join(path, "events", "sched")):
+        try:
+            os.stat(os.path.join(path, "events", "sched"))
             return path
+        except PermissionError as exc:
+            raise LoaderError("permission", f"cannot read {path}: {exc}") from exc
+        except OSError:
+            continue
     return None
 
 
@@ -62,7 +69,8 @@ def load() -> tuple[dict, list[int]]:
         raise LoaderError("permission", str(exc)) from exc
     except Exception as exc:  # bcc raises Exception for compile and load errors alike
         message = str(exc)
-        reason = "permission" if "Operation not permitted" in message else "compile_failed"
+        denied = ("Operation not permitted", "Permission denied", "EPERM", "EACCES")
+        reason = "permission" if any(word in message for word in denied) else "compile_failed"
         raise LoaderError(reason, message[:500]) from exc
     perf_fds = [fd for tp, fd in bpf.tracepoint_fds.items()]
     header = {
