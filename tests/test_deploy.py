@@ -95,11 +95,17 @@ def test_units_run_least_privilege():
 # stands in for amp-exporter), exactly its capabilities (ambient, inheritable and bounding),
 # no_new_privs, and ProtectSystem=strict / PrivateTmp / ProtectHome emulated in a private
 # mount namespace (every mount read-only but /dev and /proc, tmpfs over /tmp, /var/tmp,
-# /home and /root). The host tree is bound on /srv first, since /tmp is hidden.
+# /home and /root). The host tree is bound on /srv first, since /tmp is hidden; so is a
+# checkout under one of the hidden directories (CI may clone there), put back at its own
+# path on the new tmpfs, since the venv knows itself by absolute path.
 SANDBOX = r"""
 set -eu
 mount --make-rprivate /
 if [ -n "$AMP_TREE" ]; then mount --bind "$AMP_TREE" /srv; fi
+repo_hidden=
+case "$AMP_REPO" in
+    /tmp/*|/var/tmp/*|/home/*|/root/*) mount --bind "$AMP_REPO" /mnt; repo_hidden=1 ;;
+esac
 for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do
     case "$m" in
         /dev|/dev/*|/proc|/proc/*) ;;
@@ -108,6 +114,12 @@ for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do
 done
 for d in /tmp /var/tmp; do mount -t tmpfs -o mode=1777 tmpfs "$d"; done
 for d in /home /root; do mount -t tmpfs -o mode=000 tmpfs "$d"; done
+if [ -n "$repo_hidden" ]; then
+    mkdir -p "$AMP_REPO" && mount --bind /mnt "$AMP_REPO" && mount -o remount,bind,ro "$AMP_REPO"
+    case "$AMP_REPO" in  # let the unit's user through /home or /root to the checkout only
+        /home/*) chmod 711 /home ;; /root/*) chmod 711 /root ;;
+    esac
+fi
 for f in /.amp-rw-probe "$AMP_REPO/.amp-rw-probe"; do
     if touch "$f" 2>/dev/null; then rm -f "$f"; echo "$f: not read-only" >&2; exit 3; fi
 done
