@@ -30,13 +30,24 @@ def public_host():
         shutil.rmtree(base)
 
 
+def _reachable_by_others(path: Path) -> bool:
+    return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents])
+
+
 def scrape_as_nobody(root: Path, *flags: str) -> tuple[Scrape, str]:
+    repo, python, wrap = str(REPO), sys.executable, []
+    if not _reachable_by_others(REPO):
+        # A checkout under /root (mode 0700): show it to nobody at /mnt, in a private
+        # mount namespace, rather than loosen the permissions of the machine's directories.
+        repo, python = "/mnt", sys.executable.replace(str(REPO), "/mnt", 1)
+        wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                'mount --bind "$0" /mnt && exec "$@"', str(REPO)]
     result = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
-         sys.executable, "-m", "amp_exporter", "textfile", "--output", "-",
+        [*wrap, "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         "--inh-caps=-all", python, "-m", "amp_exporter", "textfile", "--output", "-",
          "--path.rootfs", str(root), *flags],
         capture_output=True, text=True, timeout=60, cwd="/",
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "TZ": "UTC"})
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": repo, "TZ": "UTC"})
     assert result.returncode == 0, result.stderr
     return Scrape(parse_exposition(result.stdout)), result.stderr
 
