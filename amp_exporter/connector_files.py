@@ -48,18 +48,17 @@ def _local(tag: str) -> str:
 
 
 def _find(root: ET.Element, names: tuple[str, ...]) -> Optional[str]:
-    """Text of the first element whose path ends with `names`, namespaces ignored."""
-    def walk(elem: ET.Element, trail: tuple[str, ...]) -> Optional[str]:
+    """Text of the first element (document order) whose path ends with `names`, namespaces
+    ignored. A loop, not recursion: a hostile file nested thousands deep must not raise
+    RecursionError."""
+    stack: list[tuple[ET.Element, tuple[str, ...]]] = [(root, ())]
+    while stack:
+        elem, trail = stack.pop()
         trail = (*trail, _local(elem.tag))[-len(names):]
         if trail == names and elem.text is not None:
             return elem.text.strip()
-        for child in elem:
-            found = walk(child, trail)
-            if found is not None:
-                return found
-        return None
-
-    return walk(root, ())
+        stack.extend((child, trail) for child in reversed(elem))
+    return None
 
 
 def parse_version(xml_text: str) -> Optional[str]:

@@ -296,6 +296,8 @@ def parse(text: str, base_dir: str = ".") -> WebConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise WebConfigError(f"not valid YAML: {exc}".replace("\n", " ")) from exc
+    except RecursionError as exc:  # PyYAML's composer recurses per nesting level
+        raise WebConfigError("not valid YAML: nested too deeply") from exc
     data = _mapping(data, "top level")
     for key in data:
         if key in UNSUPPORTED:

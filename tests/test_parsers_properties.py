@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from amp_exporter import accounts, bpfsys, connector_files, events, linux, selinux
+from amp_exporter import accounts, bpfsys, connector_files, events, linux, selinux, webconfig
 from amp_exporter.ampcli import OUTPUT_LIMIT
 from amp_exporter.collectors.logs import LEVELS, line_level
 from amp_exporter.collectors.network import parse_proc_net_tcp
@@ -542,3 +542,23 @@ def test_possible_cpus_round_trips(scratch, ranges, end):
     _write(scratch / "possible", (",".join(parts) + end).encode())
     assert bpfsys.possible_cpus(str(scratch / "possible")) == total
 
+
+
+# -- nesting ------------------------------------------------------------------------------
+
+def test_deeply_nested_policy_is_read_without_recursion():
+    # _find used to recurse per element: a policy.xml nested 5,000 deep raised
+    # RecursionError on every scrape instead of reading the policy.
+    depth = 5_000
+    policy = ("<policy><name>P</name><config><agent><nfm><enable>0</enable></nfm></agent>"
+              "</config></policy>")
+    xml = "<a>" * depth + policy + "</a>" * depth
+    assert connector_files.policy_name(xml) == ("P", None)
+    assert connector_files.parse_policy(xml)["device_flow_correlation"] is False
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, "{a: " * 50_000, "- " * 100_000])
+def test_deeply_nested_web_config_is_a_web_config_error(text):
+    # PyYAML recurses per nesting level: a RecursionError escaped as a traceback.
+    with pytest.raises(webconfig.WebConfigError, match=r"not valid YAML"):
+        webconfig.parse(text)
