@@ -30,9 +30,12 @@ def test_uid_title_schema_and_variables(board):
     assert variables["datasource"]["query"] == "prometheus"
     assert variables["job"]["type"] == "query"
     assert variables["job"]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
-    if path == dashboards.HOST_FILE:
-        assert variables["instance"]["includeAll"] and "$job" in variables["instance"]["query"][
-            "query"]
+    assert list(variables) == ["datasource", "job", "instance"]
+    instance = variables["instance"]
+    assert instance["type"] == "query" and instance["multi"] and instance["includeAll"]
+    assert instance["allValue"] == ".+" and instance["current"]["value"] == ["$__all"]
+    assert instance["definition"] == instance["query"]["query"]
+    assert re.fullmatch(r'label_values\(\w+\{job=~"\$job"\}, instance\)', instance["definition"])
 
 
 def test_panels_ids_grid_and_targets(board):
@@ -69,6 +72,33 @@ def test_host_dashboard_selects_the_instance():
     for p in data["panels"]:
         for t in p.get("targets", []):
             assert 'instance=~"$instance"' in t["expr"], t["expr"]
+
+
+SELECTOR = re.compile(r"([A-Za-z_:][\w:]*)\{([^}]*)\}")
+
+
+def test_fleet_dashboard_selects_the_instance_except_on_job_rules():
+    """A fleet query that reads a job: recording rule cannot select an instance (the rule
+    has summed the hosts away) and its panel says it is job-wide; every other selector has
+    instance=~"$instance"."""
+    narrowed, job_wide = set(), set()
+    for p in dashboards.fleet()["panels"]:
+        for t in p.get("targets", []):
+            selectors = SELECTOR.findall(t["expr"])
+            assert selectors, t["expr"]
+            if any(name.startswith("job:") for name, _ in selectors):
+                job_wide.add(p["title"])
+                assert p["description"].endswith(dashboards.JOB_WIDE), p["title"]
+                assert "$instance" not in t["expr"]
+                continue
+            narrowed.add(p["title"])
+            assert dashboards.JOB_WIDE not in p["description"], p["title"]
+            for name, matchers in selectors:
+                assert 'instance=~"$instance"' in matchers.split(","), (p["title"], name)
+    assert not narrowed & job_wide
+    assert {"Active faults by host", "Unknown faults", "Disconnected hosts",
+            "Failing collectors", "Top event pressure", "Busiest hosts by event rate"} == narrowed
+    assert len(job_wide) == 9, job_wide
 
 
 def test_fleet_dashboard_reads_recording_rules():

@@ -7,9 +7,14 @@ been stable across Grafana 9-11 (stat, timeseries, table, bargauge, row). A few 
 functions below build them, tests check their structure, and the integration test runs
 every query against a real Prometheus.
 
-Every query selects job=~"$job" (and instance=~"$instance" on the host dashboard), so the
-`job` selector of config.py is only the variable's default. The fleet dashboard reads
-the recording rules of alerts.py, so its panels stay cheap on a large fleet.
+Both dashboards have the variables `datasource`, `job` and `instance` (multi-select, All by
+default). Every query selects job=~"$job", so the `job` selector of config.py is only the
+variable's default. Every host dashboard query selects instance=~"$instance" too. The
+fleet dashboard reads the recording rules of alerts.py, so its panels stay cheap on a
+large fleet: its per-host panels (tables, top lists) select instance=~"$instance", but its
+fleet totals read `job:` rules, which have summed the hosts away and have no `instance`
+label to select on; they count the whole job whatever `instance` says (JOB_WIDE below
+and their panel descriptions say so).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 J = 'job=~"$job"'
 JI = 'job=~"$job",instance=~"$instance"'
+# Appended to the description of fleet panels that read `job:` recording rules only.
+JOB_WIDE = " Whole job: the Host variable does not narrow it (a job: recording rule)."
 
 
 def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False,
@@ -105,18 +112,16 @@ def _table_hide(*names: str, merge: bool = False) -> list[dict]:
     return [{"id": "merge", "options": {}}, *hide] if merge else hide
 
 
-def _variables(with_instance: bool, config: Config) -> dict:
-    variables: list[dict] = [
+def _variables(config: Config) -> dict:
+    return {"list": [
         {"name": "datasource", "label": "Data source", "type": "datasource",
          "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": ""},
         _query_variable("job", "Job", "label_values(amp_exporter_build_info, job)",
                         default=config.job),
-    ]
-    if with_instance:
-        variables.append(_query_variable(
-            "instance", "Host",
-            'label_values(amp_exporter_build_info{job=~"$job"}, instance)', include_all=True))
-    return {"list": variables}
+        _query_variable("instance", "Host",
+                        'label_values(amp_exporter_build_info{job=~"$job"}, instance)',
+                        include_all=True),
+    ]}
 
 
 def _query_variable(name: str, label: str, query: str, default: str = "",
@@ -127,20 +132,21 @@ def _query_variable(name: str, label: str, query: str, default: str = "",
         "refresh": 2, "sort": 1, "hide": 0, "multi": include_all, "includeAll": include_all,
         "regex": "", "current": {"text": default, "value": default} if default else {},
     }
-    if include_all:
+    if include_all:  # start on All: the fleet dashboard shows every host unless narrowed
         v["allValue"] = ".+"
+        v["current"] = {"text": ["All"], "value": ["$__all"]}
     return v
 
 
-def _dashboard(uid: str, title: str, description: str, layout: Layout, with_instance: bool,
-               config: Config, links: list[dict]) -> dict:
+def _dashboard(uid: str, title: str, description: str, layout: Layout, config: Config,
+               links: list[dict]) -> dict:
     return {
         "uid": uid, "title": title, "description": description,
         "tags": ["amp-exporter", "cisco-secure-endpoint"],
         "timezone": "browser", "editable": True, "graphTooltip": 1,
         "schemaVersion": SCHEMA_VERSION, "version": 1,
         "time": {"from": "now-6h", "to": "now"}, "refresh": "1m",
-        "templating": _variables(with_instance, config),
+        "templating": _variables(config),
         "annotations": {"list": []}, "links": links,
         "panels": layout.panels,
     }
@@ -154,6 +160,11 @@ def _link(title: str, uid: str) -> dict:
 # -- fleet ---------------------------------------------------------------------------------
 
 def fleet(config: Config = DEFAULT) -> dict:
+    """Fleet overview. The totals (stats, the two time series, connector versions) read
+    `job:` rules, which have no `instance` label: they stay job-wide and say so (JOB_WIDE);
+    "Hosts per active fault" also takes its titles from every host's cisco_amp_fault_info
+    (the same everywhere), so a Host selection of down hosts does not blank it. The
+    per-host panels (tables, top lists) select instance=~"$instance"."""
     L = Layout()
     L.row("Fleet")
     for title, expr, steps, desc in (
@@ -170,23 +181,25 @@ def fleet(config: Config = DEFAULT) -> dict:
         ("Not installed", f"sum(job:cisco_amp_connector_not_installed:sum{{{J}}})", OK_BAD,
          "Scraped hosts with no connector installed."),
     ):
-        L.add(panel("stat", title, [target(expr, instant=True)], desc, thresholds=steps,
-                    options=STAT), 4, 4)
+        L.add(panel("stat", title, [target(expr, instant=True)], desc + JOB_WIDE,
+                    thresholds=steps, options=STAT), 4, 4)
     L.add(panel("timeseries", "Hosts per active fault",
                 [target(f"job:cisco_amp_fault_active:sum{{{J}}} * on (fault_id) group_left "
                         f"(title) max by (fault_id, title) (cisco_amp_fault_info{{{J}}})",
                         "{{fault_id}} {{title}}")],
-                "How many hosts report each catalog fault, over time.",
+                "How many hosts report each catalog fault, over time." + JOB_WIDE,
                 options={"legend": {"displayMode": "table", "placement": "right"}}), 16, 8)
     L.add(panel("timeseries", "Hosts by worst fault severity",
                 [target(f"sum by (severity) (job:cisco_amp_hosts_by_severity:sum{{{J}}})",
                         "{{severity}}")],
-                "Each host counted once, at the severity of its worst fault."), 8, 8)
+                "Each host counted once, at the severity of its worst fault." + JOB_WIDE),
+          8, 8)
     L.row("Hosts")
     L.add(panel("table", "Active faults by host",
-                [target(f"(cisco_amp_fault_active{{{J}}} == 1) * on (job, instance, fault_id) "
-                        f"group_left (title) cisco_amp_fault_info{{{J}}}", table=True, ref="A"),
-                 target(f"cisco_amp_fault_severity{{{J}}} > 0", table=True, ref="B")],
+                [target(f"(cisco_amp_fault_active{{{JI}}} == 1) * on (job, instance, fault_id) "
+                        f"group_left (title) cisco_amp_fault_info{{{JI}}}", table=True,
+                        ref="A"),
+                 target(f"cisco_amp_fault_severity{{{JI}}} > 0", table=True, ref="B")],
                 "One row per host and fault, with the catalog's title and the connector's "
                 "severity.",
                 mappings=SEVERITY_TEXT,
@@ -195,23 +208,24 @@ def fleet(config: Config = DEFAULT) -> dict:
     L.add(panel("bargauge", "Connector versions",
                 [target(f"sum by (version) (job:cisco_amp_connector_version:count{{{J}}})",
                         "{{version}}", instant=True)],
-                "Hosts per connector version.", options={"displayMode": "basic"}), 8, 9)
+                "Hosts per connector version." + JOB_WIDE, options={"displayMode": "basic"}),
+          8, 9)
     L.add(panel("table", "Unknown faults",
-                [target(f"cisco_amp_fault_active{{{J},fault_id!~\"{_known()}\"}} == 1",
+                [target(f"cisco_amp_fault_active{{{JI},fault_id!~\"{_known()}\"}} == 1",
                         table=True)],
                 "Fault IDs the connector reports that amp-exporter's catalog does not know.",
                 transformations=_table_hide("Time", "__name__", "Value")), 8, 6)
     L.add(panel("table", "Disconnected hosts",
-                [target(f"cisco_amp_connector_connected{{{J}}} == 0", table=True)],
+                [target(f"cisco_amp_connector_connected{{{JI}}} == 0", table=True)],
                 "Connectors not connected to the Cisco cloud.",
                 transformations=_table_hide("Time", "__name__", "Value")), 8, 6)
     L.add(panel("table", "Failing collectors",
-                [target(f"amp_exporter_scrape_collector_success{{{J}}} == 0", table=True)],
+                [target(f"amp_exporter_scrape_collector_success{{{JI}}} == 0", table=True)],
                 "amp-exporter collectors that could not run: their checks are blind.",
                 transformations=_table_hide("Time", "__name__", "Value")), 8, 6)
     L.row("Events")
     L.add(panel("bargauge", "Top event pressure",
-                [target(f"topk(10, cisco_amp_event_pressure_ratio{{{J}}})", "{{instance}}",
+                [target(f"topk(10, cisco_amp_event_pressure_ratio{{{JI}}})", "{{instance}}",
                         instant=True)],
                 "Event rate against the configured capacity (1 = at capacity); fault 18 "
                 "follows when the connector cannot keep up.", unit="percentunit",
@@ -219,12 +233,12 @@ def fleet(config: Config = DEFAULT) -> dict:
                                   (1, "red")),
                 options={"displayMode": "gradient", "orientation": "horizontal"}), 12, 8)
     L.add(panel("timeseries", "Busiest hosts by event rate",
-                [target(f"topk(10, instance:cisco_amp_host_events:rate5m{{{J}}})",
+                [target(f"topk(10, instance:cisco_amp_host_events:rate5m{{{JI}}})",
                         "{{instance}}")],
                 "System events per second the connector has to absorb.", unit="ops"), 12, 8)
     return _dashboard(FLEET_DASHBOARD_UID, "Cisco Secure Endpoint / fleet",
                       "Health of the Cisco Secure Endpoint Linux connector across the fleet "
-                      "(amp-exporter).", L, False, config,
+                      "(amp-exporter).", L, config,
                       [_link("Host detail", HOST_DASHBOARD_UID)])
 
 
@@ -343,7 +357,7 @@ def host(config: Config = DEFAULT) -> dict:
                 options={**STAT, "textMode": "name", "colorMode": "none"}), 6, 8)
     return _dashboard(HOST_DASHBOARD_UID, "Cisco Secure Endpoint / host",
                       "One host's Cisco Secure Endpoint connector in depth (amp-exporter).",
-                      L, True, config, [_link("Fleet overview", FLEET_DASHBOARD_UID)])
+                      L, config, [_link("Fleet overview", FLEET_DASHBOARD_UID)])
 
 
 def dashboards(config: Config = DEFAULT) -> dict[str, dict]:
