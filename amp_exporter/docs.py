@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from amp_exporter.catalog import FAULTS
+from amp_exporter.ebpf_program import FAMILIES, FAMILY_HELP, PROCFS_FAMILIES
 from amp_exporter.registry import DESCS, available
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -47,6 +48,16 @@ def metrics_md() -> str:
         for d in sorted(descs, key=lambda d: d.name):
             labels = ", ".join(f"`{label}`" for label in d.labels) or ""
             out.append(f"| `{d.exposed_name}` | {d.kind} | {labels} | {_cell(d.help)} |\n")
+    out.append("\n## Values of the `event` label\n\n`cisco_amp_host_events_total{event}` "
+               "counts, in the kernel, the families of system events the connector's own "
+               "eBPF programs watch, from stable tracepoints (a tracepoint a kernel lacks is "
+               "skipped; `amp_exporter_events_tracepoints_attached` says how many are on). "
+               "The procfs fallback exports only the families it can tell.\n\n"
+               "| event | what it counts | tracepoints | procfs fallback |\n|---|---|---|---|\n")
+    for family, tracepoints in FAMILIES.items():
+        points = ", ".join(f"`{tp}`" for tp in tracepoints)
+        fallback = PROCFS_FAMILIES.get(family, "not available")
+        out.append(f"| `{family}` | {FAMILY_HELP[family]} | {points} | {fallback} |\n")
     out.append("\n## Values of the `cause` label\n\nSee [faults.md](faults.md) for what each "
                "cause means, what it reads and how to fix it.\n\n| fault_id | cause |\n|---|---|\n")
     for fault in FAULTS:

@@ -43,6 +43,26 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "net_receive": ("syscalls:sys_enter_recvfrom", "syscalls:sys_enter_recvmsg",
                     "syscalls:sys_enter_recvmmsg"),
 }
+# What each family counts, for docs/metrics.md (one entry per family; a test checks it).
+FAMILY_HELP: dict[str, str] = {
+    "process_exec": "programs started (a successful execve/execveat)",
+    "process_fork": "processes and threads created (fork, vfork, clone)",
+    "process_exit": "processes and threads that ended",
+    "file_open": "files opened (calls, successful or not)",
+    "file_create": "files, directories, links and device nodes created (calls)",
+    "file_delete": "files and directories removed (calls)",
+    "file_rename": "files moved or renamed (calls)",
+    "file_read": "reads from any descriptor: files, pipes and sockets alike (calls)",
+    "file_write": "writes to any descriptor, and truncations (calls)",
+    "file_close": "descriptors closed (calls)",
+    "net_connect": "outgoing connections started (calls, any socket family)",
+    "net_accept": "incoming connections accepted (calls)",
+    "net_listen": "sockets put into the listening state (calls)",
+    "net_send": "datagrams and messages sent with send*/sendto/sendmsg (calls)",
+    "net_receive": "datagrams and messages received with recv*/recvfrom/recvmsg (calls)",
+}
+# The families the procfs fallback can tell, and from what.
+PROCFS_FAMILIES: dict[str, str] = {"process_fork": "proc/stat `processes` (forks since boot)"}
 FAMILY_NAMES = tuple(FAMILIES)
 # One more slot in the counts array: hits whose command could not enter the full hash.
 DROPPED_SLOT = len(FAMILY_NAMES)

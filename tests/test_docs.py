@@ -7,8 +7,12 @@ from pathlib import Path
 
 from conftest import parse_exposition
 
-from amp_exporter import docs
+from amp_exporter import docs, events
+from amp_exporter.ebpf_program import FAMILIES, FAMILY_HELP, PROCFS_FAMILIES
+from amp_exporter.hostpaths import HostPaths
 from amp_exporter.registry import DESCS, available
+
+DOCS = Path(__file__).parent.parent / "docs"
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -20,7 +24,7 @@ CONTRACT = {
     "cisco_amp_process_up", "cisco_amp_scan_service_restarts_total",
     "cisco_amp_kernel_module_loaded", "cisco_amp_bpf_programs",
     "amp_exporter_scrape_collector_success", "amp_exporter_scrape_collector_duration_seconds",
-    "amp_exporter_build_info",
+    "amp_exporter_build_info", "cisco_amp_host_events_total", "amp_exporter_events_source",
 }
 
 
@@ -53,3 +57,13 @@ def test_names_follow_conventions():
             assert d.kind == "gauge" and d.labels
         assert d.help.endswith((".", ")")), d.name
     assert len({d.name for d in DESCS}) == len(DESCS), "a metric is declared twice"
+
+
+def test_every_event_family_is_documented(hosts):
+    assert set(FAMILY_HELP) == set(FAMILIES)
+    # The fallback's documented families are exactly those it exports.
+    counts, _ = events.procfs_counts(HostPaths(str(hosts["healthy-ebpf-btf"])))
+    assert set(counts) == set(PROCFS_FAMILIES)
+    table = (DOCS / "metrics.md").read_text()
+    for family in FAMILIES:
+        assert f"| `{family}` | {FAMILY_HELP[family]} |" in table
