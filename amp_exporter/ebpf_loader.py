@@ -8,19 +8,24 @@ and close the perf events that now belong to the exporter. The kernel keeps prog
 attached for as long as the exporter holds the perf-event fds.
 
 Protocol: one message on the socket (fd from argv[1]): a JSON header, with the fds as
-ancillary data in the order the header lists them.
+ancillary data in the order the header lists them. argv[2] is the exporter's PID: the
+loader dies with it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
+import signal
 import socket
 import sys
 
 from amp_exporter import ebpf_program
 
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _tracefs() -> str | None:
@@ -72,6 +77,8 @@ def load() -> tuple[dict, list[int]]:
         denied = ("Operation not permitted", "Permission denied", "EPERM", "EACCES")
         reason = "permission" if any(word in message for word in denied) else "compile_failed"
         raise LoaderError(reason, message[:500]) from exc
+    # Each perf event fd holds its attached program, so the perf fds and the two map fds are
+    # all the exporter needs: the programs stay loaded exactly as long as it keeps these.
     perf_fds = [fd for tp, fd in bpf.tracepoint_fds.items()]
     header = {
         "ok": True,
@@ -89,7 +96,19 @@ class LoaderError(Exception):
         self.reason = reason
 
 
+def _die_with_parent(exporter_pid: int) -> None:
+    """Ask the kernel to kill us if the exporter dies first (SIGKILL, OOM): we would
+    otherwise finish, attach, and leave our programs to bcc's clean-up seconds later."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != exporter_pid:  # it died before prctl took effect
+        os._exit(1)
+
+
 def main() -> None:
+    if len(sys.argv) > 2:
+        _die_with_parent(int(sys.argv[2]))
     sock = socket.socket(fileno=int(sys.argv[1]))
     try:
         header, fds = load()

@@ -63,7 +63,8 @@ class EbpfEvents:
             p for p in (_PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")) if p)}
         try:
             proc = subprocess.Popen(
-                [self.python, "-m", "amp_exporter.ebpf_loader", str(child.fileno())],
+                [self.python, "-m", "amp_exporter.ebpf_loader", str(child.fileno()),
+                 str(os.getpid())],
                 pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         except OSError as exc:

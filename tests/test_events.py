@@ -305,3 +305,38 @@ def test_nothing_stays_loaded_after_the_exporter_exits(hosts, how):
     while ours & {p["id"] for p in programs()} and time.monotonic() < deadline:
         time.sleep(0.1)  # the kernel frees programs shortly after the last fd closes
     assert not ours & {p["id"] for p in programs()}, "programs left loaded after exit"
+
+
+@needs_ebpf
+def test_loader_dies_with_a_killed_exporter(hosts):
+    # SIGKILL while the loader still compiles: without a parent-death signal the orphaned
+    # loader finished, attached, then let bcc detach seconds later.
+    server = subprocess.Popen(
+        [sys.executable, "-m", "amp_exporter", "serve", "--path.rootfs",
+         str(hosts["no-connector"]), "--path.procfs", "/proc", "--path.sysfs", "/sys",
+         "--web.listen-address", "127.0.0.1:0", "--collector.disable-defaults",
+         "--collector.events"], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        loaders: list[str] = []
+        while not loaders and time.monotonic() < deadline:
+            loaders = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True,
+                                     text=True).stdout.split()
+            time.sleep(0.01)
+        assert loaders, "the exporter never started its loader"
+    finally:
+        server.kill()
+        server.wait()
+    def running(pid: str) -> bool:  # a zombie waiting for init to reap it has ended
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rpartition(")")[2].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 2
+    alive = loaders
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in loaders if running(pid)]
+        time.sleep(0.01)
+    assert not alive, "the loader outlived the exporter"
