@@ -31,7 +31,8 @@ LANDING = """<!DOCTYPE html>
 <body><h1>amp-exporter {version}</h1>
 <p>Prometheus exporter for the Cisco Secure Endpoint Linux connector.</p>
 <ul><li><a href="{path}">{path}</a>: metrics</li>
-<li><a href="/-/healthy">/-/healthy</a>: the process answers</li></ul>
+<li><a href="/-/healthy">/-/healthy</a>: the process answers</li>
+<li><a href="/-/ready">/-/ready</a>: ready to serve scrapes</li></ul>
 <p>Collectors: {collectors}</p></body></html>
 """
 
