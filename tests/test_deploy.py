@@ -1,7 +1,8 @@
 """deploy/: the systemd units verify and the exporter runs the way they run it (unprivileged
-user, only the unit's capabilities, a read-only system); the Kubernetes manifests are
-current and valid offline; the PrometheusRule holds exactly alerts/; the Prometheus configs
-pass promtool; the Containerfile parses, says what it should and passes hadolint; the shell
+user, only the unit's capabilities, a read-only system); the Kubernetes manifests and the
+tls/ component are current and valid offline, and the component's web config serves as the
+kubelet and Prometheus expect; the PrometheusRule holds exactly alerts/; the Prometheus
+configs pass promtool; the Containerfile parses, says what it should and passes hadolint; the shell
 scripts pass shellcheck (both linters come with the test extra)."""
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import urllib.request
@@ -294,6 +297,7 @@ def _generator():
 
 
 def manifests() -> dict[str, dict]:
+    """The base's manifests (tls/ holds only patches)."""
     return {p.name: yaml.safe_load(p.read_text()) for p in sorted(K8S.glob("*.yaml"))}
 
 
@@ -302,15 +306,20 @@ def test_manifests_are_current_and_check_catches_staleness(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     gen = _generator()
-    assert set(gen.outputs()) == {p.name for p in K8S.glob("*.yaml")}  # no left-overs
+    written = {str(p.relative_to(K8S)) for p in K8S.rglob("*.yaml")}
+    assert set(gen.outputs()) == written  # no left-overs
+    assert {"tls/kustomization.yaml", "tls/daemonset-patch.yaml"} <= written
     for name in gen.outputs():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         shutil.copy(K8S / name, tmp_path / name)
     (tmp_path / "prometheusrule.yaml").write_text("spec: {}\n")
+    (tmp_path / "tls" / "daemonset-patch.yaml").unlink()
     result = subprocess.run([sys.executable, str(K8S / "generate.py"), "--check",
                              "--dir", str(tmp_path)], capture_output=True, text=True,
                             timeout=60)
-    assert result.returncode == 1 and "stale:" in result.stderr
-    assert "prometheusrule.yaml" in result.stderr
+    assert result.returncode == 1
+    assert sorted(re.findall(r"stale: (.*)", result.stderr)) == [
+        str(tmp_path / "prometheusrule.yaml"), str(tmp_path / "tls/daemonset-patch.yaml")]
 
 
 def test_prometheus_rule_holds_exactly_the_rules_of_alerts():
@@ -387,6 +396,7 @@ def test_manifests_validate_against_the_kubernetes_schemas():
                if d.get("apiVersion", "").split("/")[0] in ("v1", "apps")}
     assert set(builtin) == {"namespace.yaml", "serviceaccount.yaml", "daemonset.yaml",
                             "service.yaml"}
+    builtin["tls: daemonset"] = _generator().daemonset(tls=True)  # what tls/ makes of it
     for version in ("1.28.0", "1.33.0"):
         for doc in builtin.values():
             kv.validate(doc, version, strict=True)  # raises ValidationError
@@ -405,6 +415,174 @@ def test_kustomization_builds_offline():
     kinds = [d["kind"] for d in yaml.safe_load_all(result.stdout)]
     assert sorted(kinds) == ["DaemonSet", "Namespace", "PrometheusRule", "Service",
                              "ServiceAccount", "ServiceMonitor"]
+
+
+SCRAPE = "amp-exporter-scrape"
+
+
+def test_tls_component_changes_only_what_tls_needs():
+    gen = _generator()
+    base, tls = gen.daemonset(), gen.daemonset(tls=True)
+    c = tls["spec"]["template"]["spec"]["containers"][0]
+    flags = [a for a in c["args"] if a.startswith("--web.config.file=")]
+    assert len(flags) == 1
+    config_dir = os.path.dirname(flags[0].partition("=")[2])
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == config_dir)
+    assert mount["readOnly"]
+    volume = next(v for v in tls["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == mount["name"])
+    assert volume["projected"]["defaultMode"] == 0o400  # the container's root only
+    assert [s["secret"]["name"] for s in volume["projected"]["sources"]] == [
+        "amp-exporter-web-config", "amp-exporter-tls"]
+    for probe in ("livenessProbe", "readinessProbe"):  # basic auth would fail httpGet
+        assert c[probe]["tcpSocket"] == {"port": "metrics"}
+        assert not set(c[probe]) & {"httpGet", "exec", "grpc"}
+    # Nothing else: undo those and the base is back (privileges, mounts, everything).
+    base_c = base["spec"]["template"]["spec"]["containers"][0]
+    c["args"].remove(flags[0])
+    c["volumeMounts"].remove(mount)
+    tls["spec"]["template"]["spec"]["volumes"].remove(volume)
+    for probe in ("livenessProbe", "readinessProbe"):
+        c[probe] = base_c[probe]
+    assert tls == base
+    # The ServiceMonitor: HTTPS, the CA and the basic auth from one Secret, and the name the
+    # certificate is issued for (the targets are node IPs).
+    endpoint = gen.service_monitor(tls=True)["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"] == {"ca": {"secret": {"name": SCRAPE, "key": "ca.crt"}},
+                                     "serverName": "amp-exporter.amp-exporter.svc"}
+    assert endpoint["basicAuth"] == {"username": {"name": SCRAPE, "key": "username"},
+                                     "password": {"name": SCRAPE, "key": "password"}}
+    assert {k: v for k, v in endpoint.items() if k not in ("scheme", "tlsConfig",
+                                                           "basicAuth")} == \
+        manifests()["servicemonitor.yaml"]["spec"]["endpoints"][0]
+    readme = (K8S / "tls" / "README.md").read_text()
+    for name in ("amp-exporter-web-config", "amp-exporter-tls", SCRAPE, "web-config.yml",
+                 "tls.crt", "tls.key", "ca.crt", "amp-exporter.amp-exporter.svc",
+                 config_dir):
+        assert name in readme, name
+
+
+@pytest.mark.skipif(not have("kubectl"), reason="kubectl missing")
+def test_tls_component_builds_offline_into_the_generated_objects(tmp_path):
+    """An overlay as tls/README.md shows it: the base plus the component gives exactly
+    daemonset(tls=True) and service_monitor(tls=True), and leaves the rest alone."""
+    overlay = tmp_path / "my-amp-exporter"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(K8S, overlay)],
+        "components": [os.path.relpath(K8S / "tls", overlay)]}))
+    result = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    built = {d["kind"]: d for d in yaml.safe_load_all(result.stdout)}
+    gen = _generator()
+    assert built.pop("DaemonSet") == gen.daemonset(tls=True)
+    assert built.pop("ServiceMonitor") == gen.service_monitor(tls=True)
+    base = {d["kind"]: d for d in manifests().values()
+            if d["kind"] not in ("Kustomization", "DaemonSet", "ServiceMonitor")}
+    assert built == base
+
+
+def secret_volume(d: Path, files: dict[str, bytes]) -> None:
+    """Lay files out as the kubelet mounts a Secret, and update them as it does: each name a
+    link to ..data/NAME, ..data a link to a new directory, swapped in one rename."""
+    d.mkdir(exist_ok=True)
+    stamp = d / f"..{time.monotonic_ns()}"
+    stamp.mkdir()
+    for name, content in files.items():
+        (stamp / name).write_bytes(content)
+        (stamp / name).chmod(0o400)
+        if not (d / name).is_symlink():
+            (d / name).symlink_to(f"..data/{name}")
+    (d / "..data_tmp").symlink_to(stamp.name)
+    os.replace(d / "..data_tmp", d / "..data")
+
+
+def https_get(port: int, ctx, server_name: str, path: str,
+              auth: tuple[str, str] | None = None) -> tuple[int, str, bytes]:
+    """(status, body, the server's certificate) over TLS, verifying server_name, as
+    Prometheus does with a ServiceMonitor's tlsConfig.serverName."""
+    import base64
+    import ssl
+    header = ""
+    if auth:
+        header = "Authorization: Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname=server_name) as conn:
+        assert isinstance(conn, ssl.SSLSocket)
+        conn.sendall(f"GET {path} HTTP/1.0\r\n{header}\r\n\r\n".encode())
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+        cert = conn.getpeercert(binary_form=True)
+    head, _, body = data.decode().partition("\r\n\r\n")
+    return int(head.split()[1]), body, cert
+
+
+@pytest.mark.skipif(not have("openssl"), reason="openssl CLI missing")
+def test_tls_component_config_serves_as_the_pod_and_prometheus_expect(hosts, tmp_path):
+    """The exporter started with the component's --web.config.file, on a directory laid out
+    like the mounted Secrets and holding tls/README.md's web config: the kubelet's TCP probe,
+    Prometheus with the ServiceMonitor's CA, serverName and password, and a renewal."""
+    import http.client
+    import ssl
+
+    from test_http import Server
+    from test_tls_auth import HASH, PASSWORD, openssl, signed
+
+    gen = _generator()
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=ca", cwd=pki)
+    for name in ("server", "renewed"):
+        signed(pki, name, "/CN=amp-exporter", f"DNS:{gen.SERVER_NAME}")
+    readme = (K8S / "tls" / "README.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)
+                 if "tls_server_config" in b)
+    web_config = textwrap.dedent(block).replace("$2y$10$REPLACE.WITH.THE.HASH", HASH)
+    mounted = tmp_path / "etc-amp-exporter"
+    secret_volume(mounted, {"web-config.yml": web_config.encode(),
+                            "tls.crt": (pki / "server.crt").read_bytes(),
+                            "tls.key": (pki / "server.key").read_bytes()})
+    flag = next(a for a in gen.container_args(tls=True) if a.startswith("--web.config.file="))
+    s = Server(hosts["healthy-ebpf-btf"], flag.replace(gen.WEB_CONFIG_DIR, str(mounted)))
+    try:
+        for _ in range(3):  # the tcpSocket probe: connect, close
+            socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
+        # Why not httpGet: plain HTTP gets 400, and HTTPS without credentials 401.
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        conn.request("GET", "/-/healthy")
+        assert conn.getresponse().status == 400
+        conn.close()
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        assert https_get(s.port, ctx, gen.SERVER_NAME, "/-/healthy")[0] == 401
+        status, body, cert = https_get(s.port, ctx, gen.SERVER_NAME, "/metrics",
+                                       ("prometheus", PASSWORD))
+        assert status == 200 and parse_exposition(body)["cisco_amp_connector_connected"]
+        assert cert == ssl.PEM_cert_to_DER_cert((pki / "server.crt").read_text())
+        # Every endpoint the landing page lists answers, behind the same credentials.
+        status, landing, _ = https_get(s.port, ctx, gen.SERVER_NAME, "/",
+                                       ("prometheus", PASSWORD))
+        links = re.findall(r'href="([^"]+)"', landing)
+        assert status == 200 and links == ["/metrics", "/-/healthy", "/-/ready"]
+        for link in links:
+            assert https_get(s.port, ctx, gen.SERVER_NAME, link,
+                             ("prometheus", PASSWORD))[0] == 200, link
+        with pytest.raises(ssl.SSLCertVerificationError):  # node IPs are not in it
+            https_get(s.port, ctx, "127.0.0.1", "/metrics", ("prometheus", PASSWORD))
+        # cert-manager renews: the kubelet swaps ..data; the next scrape gets the new one.
+        secret_volume(mounted, {"web-config.yml": web_config.encode(),
+                                "tls.crt": (pki / "renewed.crt").read_bytes(),
+                                "tls.key": (pki / "renewed.key").read_bytes()})
+        status, _, cert = https_get(s.port, ctx, gen.SERVER_NAME, "/metrics",
+                                    ("prometheus", PASSWORD))
+        assert status == 200
+        assert cert == ssl.PEM_cert_to_DER_cert((pki / "renewed.crt").read_text())
+    finally:
+        assert s.stop() == 0, "".join(s.lines)
 
 
 # -- Prometheus --------------------------------------------------------------------------------

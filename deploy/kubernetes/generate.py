@@ -9,6 +9,12 @@ alerts/amp-exporter.recording.yml (themselves generated from the fault catalog b
 `python -m amp_exporter.monitoring`): change those, then run this. The DaemonSet's
 capabilities and mounts mirror deploy/systemd/amp-exporter.service and
 deploy/container/README.md.
+
+tls/ is a kustomize Component for this directory (see tls/README.md): the same DaemonSet
+with --web.config.file from two Secrets and TCP probes, and a ServiceMonitor that scrapes
+over HTTPS with basic auth. Its patches are generated here from the same pieces as the full
+objects (daemonset(tls=True), service_monitor(tls=True)); the tests compare those with what
+kustomize makes of this directory plus the component.
 """
 
 from __future__ import annotations
@@ -35,6 +41,12 @@ IMAGE = "amp-exporter:0.1.0"  # built from deploy/container/Containerfile; push 
 CAPABILITIES = ["DAC_READ_SEARCH", "SYS_PTRACE", "BPF", "PERFMON"]
 LABELS = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/component": "exporter"}
 SELECTOR = {"app.kubernetes.io/name": NAME}
+# tls/: where the web config and its files are mounted, and the Secrets they come from.
+WEB_CONFIG_DIR = "/etc/amp-exporter"
+WEB_CONFIG_SECRET = "amp-exporter-web-config"  # web-config.yml (bcrypt hashes: a Secret)
+TLS_SECRET = "amp-exporter-tls"  # kubernetes.io/tls: tls.crt, tls.key (cert-manager's layout)
+SCRAPE_SECRET = "amp-exporter-scrape"  # ca.crt, username, password: read by the Operator
+SERVER_NAME = f"{NAME}.{NAMESPACE}.svc"  # targets are node IPs: verify this name instead
 
 
 def metadata(name: str = NAME, **extra) -> dict:
@@ -61,21 +73,51 @@ def host_mount(name: str, path: str, mount: str, propagation: bool = False) -> t
     return volume, volume_mount
 
 
-def daemonset() -> dict:
+def container_args(tls: bool = False) -> list[str]:
+    args = ["serve", "--path.rootfs=/host", f"--web.listen-address=:{PORT}"]
+    if tls:
+        args.append(f"--web.config.file={WEB_CONFIG_DIR}/web-config.yml")
+    return args
+
+
+def probe(tls: bool = False) -> dict:
+    """Plain HTTP: GET /-/healthy. With the web config, basic auth covers /-/healthy too
+    (as in exporter-toolkit) and the kubelet has no credentials, so the probe only checks
+    that the port accepts connections (the exporter drops one that sends nothing)."""
+    if tls:
+        action = {"tcpSocket": {"port": "metrics"}}
+    else:
+        action = {"httpGet": {"path": "/-/healthy", "port": "metrics"}}
+    return {**action, "periodSeconds": 30, "timeoutSeconds": 5}
+
+
+def web_config_volume() -> tuple[dict, dict]:
+    """Both Secrets in one read-only directory, root-only (the container runs as root with
+    no CAP_DAC_OVERRIDE; 256 is 0400). Updated Secrets show up there: renewed certificates
+    are served without a restart, a changed web-config.yml needs one."""
+    volume = {"name": "web-config", "projected": {
+        "defaultMode": 0o400,
+        "sources": [{"secret": {"name": WEB_CONFIG_SECRET}}, {"secret": {"name": TLS_SECRET}}]}}
+    return volume, {"name": "web-config", "mountPath": WEB_CONFIG_DIR, "readOnly": True}
+
+
+def daemonset(tls: bool = False) -> dict:
     mounts = [host_mount("host-root", "/", "/host", propagation=True),
               host_mount("sys", "/sys", "/sys"),
               host_mount("tracefs", "/sys/kernel/tracing", "/sys/kernel/tracing"),
               host_mount("modules", "/lib/modules", "/lib/modules"),
               host_mount("usr-src", "/usr/src", "/usr/src")]
-    probe = {"httpGet": {"path": "/-/healthy", "port": "metrics"}, "periodSeconds": 30,
-             "timeoutSeconds": 5}
+    extra_volumes, extra_mounts = [], []
+    if tls:
+        volume, volume_mount = web_config_volume()
+        extra_volumes, extra_mounts = [volume], [volume_mount]
     container = {
         "name": NAME,
         "image": IMAGE,
-        "args": ["serve", "--path.rootfs=/host", f"--web.listen-address=:{PORT}"],
+        "args": container_args(tls),
         "ports": [{"name": "metrics", "containerPort": PORT, "protocol": "TCP"}],
-        "livenessProbe": {**probe, "httpGet": dict(probe["httpGet"]), "failureThreshold": 3},
-        "readinessProbe": {**probe, "httpGet": dict(probe["httpGet"])},
+        "livenessProbe": {**probe(tls), "failureThreshold": 3},
+        "readinessProbe": probe(tls),
         # The eBPF loader child compiles with LLVM for a second at start (~150 MiB).
         "resources": {"requests": {"cpu": "10m", "memory": "64Mi"},
                       "limits": {"memory": "384Mi"}},
@@ -88,7 +130,9 @@ def daemonset() -> dict:
             "capabilities": {"drop": ["ALL"], "add": list(CAPABILITIES)},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [m for _, m in mounts] + [{"name": "tmp", "mountPath": "/tmp"}],
+        # The web config's first: where kustomize puts what a strategic merge patch adds.
+        "volumeMounts": extra_mounts + [m for _, m in mounts]
+        + [{"name": "tmp", "mountPath": "/tmp"}],
     }
     return {
         "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": metadata(),
@@ -108,7 +152,7 @@ def daemonset() -> dict:
                     "tolerations": [{"operator": "Exists"}],
                     "priorityClassName": "system-node-critical",
                     "containers": [container],
-                    "volumes": [v for v, _ in mounts] + [
+                    "volumes": extra_volumes + [v for v, _ in mounts] + [
                         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}],
                 },
             },
@@ -123,18 +167,32 @@ def service() -> dict:
                                 "protocol": "TCP"}]}}
 
 
-def service_monitor() -> dict:
+def scrape_endpoint(tls: bool = False) -> dict:
+    endpoint = {"port": "metrics", "path": "/metrics", "interval": "30s",
+                "scrapeTimeout": "10s",
+                "relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_node_name"],
+                                 "targetLabel": "instance", "action": "replace"}]}
+    if tls:
+        def key(name: str) -> dict:
+            return {"name": SCRAPE_SECRET, "key": name}
+
+        endpoint.update({
+            "scheme": "https",
+            # One certificate for every node, issued for SERVER_NAME: the targets are node
+            # IPs (hostNetwork), which the certificate need not list.
+            "tlsConfig": {"ca": {"secret": key("ca.crt")}, "serverName": SERVER_NAME},
+            "basicAuth": {"username": key("username"), "password": key("password")}})
+    return endpoint
+
+
+def service_monitor(tls: bool = False) -> dict:
     # job="amp-exporter" (the Service's name) is what the alerts and dashboards select;
     # instance becomes the node's name, as the dashboards show it.
     return {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
             "metadata": metadata(),
             "spec": {"selector": {"matchLabels": dict(SELECTOR)},
                      "namespaceSelector": {"matchNames": [NAMESPACE]},
-                     "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "30s",
-                                    "scrapeTimeout": "10s",
-                                    "relabelings": [{
-                                        "sourceLabels": ["__meta_kubernetes_pod_node_name"],
-                                        "targetLabel": "instance", "action": "replace"}]}]}}
+                     "endpoints": [scrape_endpoint(tls)]}}
 
 
 def rule_groups(repo: Path = REPO) -> list[dict]:
@@ -153,7 +211,44 @@ def prometheus_rule(repo: Path = REPO) -> dict:
 
 def kustomization() -> dict:
     return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-            "resources": [name for name in MANIFESTS if name != "kustomization.yaml"]}
+            "resources": [name for name in MANIFESTS
+                          if "/" not in name and name != "kustomization.yaml"]}
+
+
+def patch_target(kind: dict) -> dict:
+    return {"apiVersion": kind["apiVersion"], "kind": kind["kind"],
+            "metadata": {"name": kind["metadata"]["name"],
+                         "namespace": kind["metadata"]["namespace"]}}
+
+
+def tls_daemonset_patch() -> dict:
+    """Strategic merge patch: containers, volumes and volumeMounts merge by name (mountPath),
+    args is replaced whole, and null deletes the probes' httpGet."""
+    full = daemonset(tls=True)
+    pod = full["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    volume, volume_mount = web_config_volume()
+    return {**patch_target(full), "spec": {"template": {"spec": {
+        "containers": [{"name": container["name"], "args": container["args"],
+                        "livenessProbe": {"httpGet": None, **probe(tls=True)},
+                        "readinessProbe": {"httpGet": None, **probe(tls=True)},
+                        "volumeMounts": [volume_mount]}],
+        "volumes": [volume]}}}}
+
+
+def tls_service_monitor_patch() -> dict:
+    """A custom resource: kustomize knows no merge keys for it, so the patch carries the
+    whole endpoint."""
+    full = service_monitor(tls=True)
+    return {**patch_target(full), "spec": {"endpoints": full["spec"]["endpoints"]}}
+
+
+def tls_component() -> dict:
+    # A Component, not an overlay: kustomize refuses an overlay inside its base's directory
+    # (a cycle), but a kustomization anywhere may list this under `components:`.
+    return {"apiVersion": "kustomize.config.k8s.io/v1alpha1", "kind": "Component",
+            "patches": [{"path": name.removeprefix("tls/")} for name in MANIFESTS
+                        if name.startswith("tls/") and name.endswith("-patch.yaml")]}
 
 
 MANIFESTS = {
@@ -164,11 +259,14 @@ MANIFESTS = {
     "servicemonitor.yaml": service_monitor,
     "prometheusrule.yaml": prometheus_rule,
     "kustomization.yaml": kustomization,
+    "tls/daemonset-patch.yaml": tls_daemonset_patch,
+    "tls/servicemonitor-patch.yaml": tls_service_monitor_patch,
+    "tls/kustomization.yaml": tls_component,
 }
 
 
 def outputs() -> dict[str, str]:
-    """{file name in this directory: content}."""
+    """{path relative to this directory: content}."""
     return {name: yamlio.dump(make(), HEADER) for name, make in MANIFESTS.items()}
 
 
@@ -187,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             stale.append(name)
         else:
+            target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
             print(f"wrote {target}")
     for name in stale:
