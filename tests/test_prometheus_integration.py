@@ -1,6 +1,7 @@
 """A small fleet of real `amp-exporter serve` processes scraped by the real `prometheus`
 binary on loopback, with our alert and recording rules loaded: every dashboard query
-evaluates and returns data, and the expected alerts are pending or firing."""
+evaluates and returns data, the instance variable narrows what it should, and the
+expected alerts are pending or firing."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, have
+from test_events import ebpf_blocker
 from test_http import Server
 
 from amp_exporter.monitoring import alerts, dashboards
@@ -29,14 +31,26 @@ HOSTS = ("healthy-ebpf-btf", "fault-11-kernel-headers", "fault-18-overloaded", "
          "no-connector")
 DISCONNECTED = "disconnected-kmod"  # a copy of healthy-kmod whose ampcli says Disconnected
 DOWN = "down"  # a target where nothing listens
-# Template variables as Grafana would substitute them for this fleet.
+# healthy-ebpf-btf again, but its ampcli prints binary garbage: the connector collector
+# fails (reason parse) while the others succeed.
+FAILING = "collector-failing"
+GARBAGE = b"\x00\x01\xff\xfeMZ\x90\x00\x1b[2J\r\n\xc3\x28\xa0\xa1\n"
+# This machine's own kernel with the eBPF event source and only the events collector:
+# the one way to get cisco_amp_process_event_rate (per-command rates come from the eBPF
+# program's command table; a host tree has no kernel of ours, so its events collector
+# uses proc/stat, which counts forks and knows no commands). Only where eBPF works.
+LIVE = "live-ebpf"
+EBPF_BLOCKER = ebpf_blocker()
+LIVE_FLAGS = ("--collector.disable-defaults", "--collector.events", "--events.source", "ebpf",
+              "--events.capacity", "1e9")  # a busy test machine must not raise pressure
+# Template variables as Grafana would substitute them for this fleet ($instance: All).
 VARIABLES = {"$job": DEFAULT.job, "$instance": ".+", "$__rate_interval": "1m",
              "$__interval": "15s", "$__range": "1h"}
 # Panels that legitimately return nothing on this fleet, and why.
-NO_DATA = {
+NO_DATA = {} if EBPF_BLOCKER is None else {
     ("amp-host.json", "Top commands by event rate"):
-        "cisco_amp_process_event_rate needs the eBPF event source; host trees use procfs",
-    ("amp-fleet.json", "Failing collectors"): "every collector succeeds on the example hosts",
+        "cisco_amp_process_event_rate needs the eBPF event source, which this machine "
+        f"cannot run ({EBPF_BLOCKER}); the example host trees count events from proc/stat",
 }
 EXPECTED_ALERTS = {
     "healthy-ebpf-btf": set(),
@@ -48,7 +62,9 @@ EXPECTED_ALERTS = {
                     "CiscoAmpConnectorDegraded"},
     "no-connector": {"CiscoAmpConnectorNotInstalled"},
     DISCONNECTED: {"CiscoAmpConnectorDisconnected"},
+    FAILING: {"CiscoAmpCollectorFailing"},
     DOWN: {"CiscoAmpExporterDown"},
+    **({LIVE: set()} if EBPF_BLOCKER is None else {}),
 }
 
 
@@ -125,12 +141,20 @@ def fleet(hosts, host_copy, tmp_path):
     ampcli = root / "opt/cisco/amp/bin/ampcli"
     ampcli.write_text(ampcli.read_text().replace("Status: Connected", "Status: Disconnected"))
     roots[DISCONNECTED] = root
+    garbage = tmp_path / "ampcli-garbage"
+    garbage.write_bytes(b"#!/bin/sh\ncat " + str(tmp_path / "garbage").encode() + b"\n")
+    garbage.chmod(0o755)
+    (tmp_path / "garbage").write_bytes(GARBAGE)
+    extra = {FAILING: ("--ampcli.path", str(garbage))}
+    roots[FAILING] = hosts["healthy-ebpf-btf"]
+    if EBPF_BLOCKER is None:
+        roots[LIVE], extra[LIVE] = Path("/"), LIVE_FLAGS
     servers: list[Server] = []
     prometheus = None
     try:
         instances = {}
         for name, path in roots.items():
-            servers.append(Server(path, *flags))
+            servers.append(Server(path, *flags, *extra.get(name, ())))
             instances[name] = f"127.0.0.1:{servers[-1].port}"
         instances[DOWN] = f"127.0.0.1:{free_port()}"
         prometheus = Prometheus(tmp_path, sorted(instances.values()))
@@ -142,11 +166,19 @@ def fleet(hosts, host_copy, tmp_path):
             s.stop()
 
 
-def substitute(expr: str) -> str:
-    for name in sorted(VARIABLES, key=len, reverse=True):
-        expr = expr.replace(name, VARIABLES[name])
+def substitute(expr: str, **override: str) -> str:
+    """EXPR with Grafana's template variables replaced (OVERRIDE: name without $: value)."""
+    values = {**VARIABLES, **{f"${k}": v for k, v in override.items()}}
+    for name in sorted(values, key=len, reverse=True):
+        expr = expr.replace(name, values[name])
     assert "$" not in expr, expr
     return expr
+
+
+def grafana_multi(values: list[str]) -> str:
+    """A multi-value selection as Grafana puts it into a Prometheus regex matcher: each value
+    regex-escaped, joined by |, in a group, in a PromQL string (backslashes doubled)."""
+    return "(" + "|".join(re.escape(v) for v in values).replace("\\", "\\\\") + ")"
 
 
 def test_dashboards_and_alerts_against_a_real_prometheus(fleet):
@@ -160,12 +192,16 @@ def test_dashboards_and_alerts_against_a_real_prometheus(fleet):
               lambda: len(prom.query("instance:cisco_amp_host_events:rate5m")) == live)
     prom.wait("event pressure", lambda: len(prom.query("cisco_amp_event_pressure_ratio")) > 0,
               timeout=15)
+    if LIVE in instances:
+        prom.wait("per-command event rates (eBPF)",
+                  lambda: prom.query("cisco_amp_process_event_rate"), timeout=30)
     prom.wait("a few rule evaluations", lambda: all(
         g["lastEvaluation"] > "2" for g in prom.get("/api/v1/rules")["data"]["groups"]))
     time.sleep(2)
 
     # (a) every dashboard query evaluates and returns data
-    empty, checked = [], 0
+    empty, checked, panels = [], 0, set()
+    results: dict[tuple, list] = {}
     for path in (dashboards.FLEET_FILE, dashboards.HOST_FILE):
         board = json.loads((REPO / path).read_text())
         for panel in board["panels"]:
@@ -173,19 +209,48 @@ def test_dashboards_and_alerts_against_a_real_prometheus(fleet):
                 result = prom.query(substitute(target["expr"]))  # asserts no error
                 checked += 1
                 key = (Path(path).name, panel["title"])
+                panels.add(key)
+                results[(*key, target["refId"])] = result
                 if not result and key not in NO_DATA:
                     empty.append(f"{key} {target['refId']}: {target['expr']}")
                 if result and key in NO_DATA:
                     empty.append(f"{key} has data now: take it off NO_DATA")
+        variables = {}
         for variable in board["templating"]["list"]:
             match = re.fullmatch(r"label_values\((.*), (\w+)\)",
                                  variable.get("definition", ""))
             if match:
-                values = prom.get(f"/api/v1/label/{match.group(2)}/values",
-                                  **{"match[]": substitute(match.group(1))})["data"]
-                assert values, variable["name"]
+                variables[variable["name"]] = set(prom.get(
+                    f"/api/v1/label/{match.group(2)}/values",
+                    **{"match[]": substitute(match.group(1))})["data"])
+        assert variables == {"job": {DEFAULT.job},
+                             "instance": {a for n, a in instances.items() if n != DOWN}}, path
     assert not empty, "\n".join(empty)
-    assert checked >= 40
+    assert len(panels) >= 39 and checked >= 44, (len(panels), checked)
+    failing = [r["metric"] for r in results["amp-fleet.json", "Failing collectors", "A"]]
+    assert [(m["instance"], m["collector"]) for m in failing] == [
+        (instances[FAILING], "connector")]
+
+    # the Host variable narrows every query that uses it to the chosen hosts, and only
+    # those; a selection of no scraped host leaves them all empty (aggregations included)
+    chosen = [instances["multi-fault"], instances[FAILING]]
+    seen: set[str] = set()
+    narrowed = 0
+    for path in (dashboards.FLEET_FILE, dashboards.HOST_FILE):
+        for panel in json.loads((REPO / path).read_text())["panels"]:
+            for target in panel.get("targets", []):
+                if "$instance" not in target["expr"]:
+                    continue  # fleet totals over job: rules (see dashboards.fleet)
+                narrowed += 1
+                expr = substitute(target["expr"], instance=grafana_multi(chosen))
+                got = {r["metric"]["instance"] for r in prom.query(expr)
+                       if "instance" in r["metric"]}
+                assert got <= set(chosen), (path, panel["title"], got)
+                seen |= got
+                nobody = substitute(target["expr"], instance=grafana_multi(["none.invalid:1"]))
+                assert prom.query(nobody) == [], (path, panel["title"])
+    assert seen == set(chosen)
+    assert narrowed >= 35, narrowed
 
     # (b) the expected alerts, pending or firing, and none on the healthy host
     by_instance = {address: name for name, address in instances.items()}
@@ -207,4 +272,8 @@ def test_dashboards_and_alerts_against_a_real_prometheus(fleet):
                                                         "CiscoAmpUnknownFaultReported"]
     assert descriptions["multi-fault", "CiscoAmpConnectorDegraded"].endswith(
         "Faults it reports: 23, 7.")
+    failing_text = descriptions[FAILING, "CiscoAmpCollectorFailing"]
+    assert failing_text.startswith("The connector collector of amp-exporter on " +
+                                   instances[FAILING]), failing_text
+    assert failing_text.endswith("Reasons: parse."), failing_text
     assert time.monotonic() - started < 60
