@@ -30,7 +30,16 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from amp_exporter import accounts, bpfsys, connector_files, events, linux, selinux, webconfig
+from amp_exporter import (
+    accounts,
+    bpfsys,
+    connector_files,
+    events,
+    linux,
+    selinux,
+    sockdiag,
+    webconfig,
+)
 from amp_exporter.ampcli import OUTPUT_LIMIT
 from amp_exporter.collectors.logs import LEVELS, line_level
 from amp_exporter.collectors.network import parse_proc_net_tcp
@@ -562,3 +571,38 @@ def test_deeply_nested_web_config_is_a_web_config_error(text):
     # PyYAML recurses per nesting level: a RecursionError escaped as a traceback.
     with pytest.raises(webconfig.WebConfigError, match=r"not valid YAML"):
         webconfig.parse(text)
+
+
+# -- sock_diag ------------------------------------------------------------------------------
+
+@st.composite
+def diag_datagrams(draw):
+    """(datagram, {inode: state}, done) made of well-formed inet_diag messages."""
+    expected, data = {}, b""
+    for _ in range(draw(st.integers(0, 20))):
+        state, inode = draw(st.integers(1, 12)), draw(st.integers(1, 2**32 - 1))
+        body = sockdiag._MSG.pack(2, state, 0, 0, 0, 0, 0, 0, inode)
+        body += draw(st.binary(max_size=12))  # attributes we do not read
+        length = sockdiag._NLMSGHDR.size + len(body)
+        data += sockdiag._NLMSGHDR.pack(length, sockdiag.SOCK_DIAG_BY_FAMILY, 2, 1, 0) + body
+        data += b"\0" * (-length % 4)
+        expected[inode] = state
+    done = draw(st.booleans())
+    if done:
+        data += sockdiag._NLMSGHDR.pack(20, sockdiag.NLMSG_DONE, 2, 1, 0) + b"\0" * 4
+    return data, expected, done
+
+
+@given(st.binary(max_size=400))
+def test_sockdiag_datagram_is_states_or_a_sockdiag_error(data):
+    states: dict[int, int] = {}
+    only_raises(sockdiag.parse_messages, sockdiag.SockDiagError, data, states)
+    assert all(isinstance(k, int) and 0 <= v < 256 for k, v in states.items())
+
+
+@given(diag_datagrams())
+def test_sockdiag_datagram_round_trips(case):
+    data, expected, done = case
+    states: dict[int, int] = {}
+    assert sockdiag.parse_messages(data, states) is done
+    assert states == expected

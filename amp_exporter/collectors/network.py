@@ -1,18 +1,19 @@
 """The connector's TCP connections by state: independent evidence for `Connected`.
 
 On the live host (and in the connector's network namespace) the kernel is asked
-through sock_diag netlink (pyroute2), filtered to the sockets the connector's
-processes hold. Elsewhere (an example tree, another namespace) the process's own
+through sock_diag netlink (amp_exporter.sockdiag), filtered to the sockets the
+connector's processes hold. Elsewhere (an example tree, another namespace) the process's own
 `proc/PID/net/tcp{,6}` tables are read instead.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-import socket
 import threading
 from typing import Optional
 
+from amp_exporter import sockdiag
 from amp_exporter.hostpaths import read_text
 from amp_exporter.registry import Collector, CollectorError, gauge, register
 
@@ -107,15 +108,10 @@ class NetworkCollector(Collector):
             return False
 
     def _netlink_states(self) -> dict[int, int]:
-        # pyroute2 costs ~24 MiB and 0.2 s to import: only on hosts that use it.
-        from pyroute2 import DiagSocket
-
-        states: dict[int, int] = {}
-        with self._diag_lock, DiagSocket() as diag:
-            diag.bind()
-            for family in (socket.AF_INET, socket.AF_INET6):
-                for msg in diag.get_sock_stats(family=family):
-                    inode: Optional[int] = msg.get("idiag_inode")
-                    if inode:
-                        states[inode] = msg.get("idiag_state")
-        return states
+        try:
+            with self._diag_lock:
+                return sockdiag.tcp_states()
+        except OSError as exc:
+            denied = exc.errno in (errno.EACCES, errno.EPERM)
+            reason = "permission" if denied else "internal"
+            raise CollectorError(reason, f"sock_diag: {exc}") from exc
