@@ -32,6 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "examples"))
 import build_hosts  # noqa: E402
 
+# Series one host may cost Prometheus, worst case (every fault raised, top commands full):
+# docs/performance.md turns it into a fleet's budget.
+SERIES_BUDGET = 400
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or "/usr/bin/prometheus-node-exporter"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -175,31 +178,48 @@ def run(work: Path, scrapes: int, scale: int) -> int:
     table = latency_table([ne, cached, uncached], scrapes)
     base = table[ne.name]
     print(f"latency over {scrapes} scrapes each, alternating (ms)")
-    print(f"{'target':<36}{'p50':>8}{'p99':>8}{'p99/node p50':>14}{'CPU ms/scrape':>15}")
+    print(f"{'target':<36}{'p50':>8}{'p99':>8}{'p99/node p50':>14}{'CPU ms/scrape':>15}"
+          f"{'CPU/node':>10}")
     for name, row in table.items():
         print(f"{name:<36}{row['p50'] * 1e3:>8.2f}{row['p99'] * 1e3:>8.2f}"
-              f"{row['p99'] / base['p50']:>14.2f}{row['cpu'] * 1e3:>15.2f}")
+              f"{row['p99'] / base['p50']:>14.2f}{row['cpu'] * 1e3:>15.2f}"
+              f"{row['cpu'] / base['cpu']:>10.2f}")
+    p99 = table[cached.name]["p99"]
+    verdict("p99 (ampcli cached) below node_exporter's p50", p99 < base["p50"])
+    cached.stop()
+    uncached.stop()
 
-    print("\nmemory and descriptors (1,000 scrapes)")
+    # A fresh process, so the figures at 100 and 1,000 are its own first scrapes.
+    print("\nmemory and descriptors over 1,000 scrapes of a fresh process")
+    mem = amp(root)
     rss = {}
     for i in range(1, 1001):
-        cached.get()
+        mem.get()
         if i in (100, 1000):
-            rss[i] = (cached.rss_mib(), cached.fds())
+            rss[i] = (mem.rss_mib(), mem.fds())
+    mem.stop()
+    node_rss = ne.rss_mib()
     print(f"  amp-exporter RSS at scrape 100: {rss[100][0]:.1f} MiB, at 1000: "
           f"{rss[1000][0]:.1f} MiB (growth {rss[1000][0] - rss[100][0]:+.1f} MiB); "
           f"fds {rss[100][1]} -> {rss[1000][1]}")
-    print(f"  node_exporter RSS: {ne.rss_mib():.1f} MiB (ratio {rss[1000][0] / ne.rss_mib():.2f})")
-    print(f"  start to first complete scrape: amp-exporter {cached.first_scrape:.2f}s, "
+    print(f"  node_exporter RSS: {node_rss:.1f} MiB (ratio {rss[1000][0] / node_rss:.2f})")
+    verdict("RSS under 40 MiB", rss[1000][0] < 40)
+    verdict("no growth from scrape 100 to 1000 (< 1 MiB, same fds)",
+            rss[1000][0] - rss[100][0] < 1 and rss[1000][1] == rss[100][1])
+    print(f"  start to first complete scrape: amp-exporter {mem.first_scrape:.2f}s, "
           f"node_exporter {ne.first_scrape:.2f}s")
+    verdict("first scrape within 1 s of start", mem.first_scrape < 1)
+    live = live_rss()
+    if live:
+        print(f"  every collector on this machine's own /proc and /sys, eBPF source active: "
+              f"RSS {live:.1f} MiB (ratio to node_exporter {live / node_rss:.2f})")
+        verdict("RSS under 40 MiB with the eBPF source", live < 40)
 
     launches = work / "launches"
     ampcli = root / "opt/cisco/amp/bin/ampcli"
     ampcli.write_text(ampcli.read_text().replace("#!/bin/sh\n",
                                                  f"#!/bin/sh\necho >> {launches}\nsleep 0.3\n",
                                                  1))
-    cached.stop()
-    uncached.stop()
     fresh = amp(root)
     before = launches.read_text().count("\n") if launches.exists() else 0
     threads = [threading.Thread(target=fresh.get) for _ in range(50)]
@@ -209,32 +229,73 @@ def run(work: Path, scrapes: int, scale: int) -> int:
     for t in threads:
         t.join()
     after = launches.read_text().count("\n")
-    print(f"\n50 concurrent scrapes started {after - before} ampcli run(s) (target: 1)")
+    print(f"\n50 concurrent scrapes started {after - before} ampcli run(s)")
+    verdict("one ampcli for 50 concurrent scrapes", after - before == 1)
     healthy_series = series(fresh.get())
     fresh.stop()
 
-    print("\ngrowth with the host (p50 ms, ampcli cached; node_exporter in the same run)")
-    print(f"{'host':<34}{'amp p50':>9}{'node p50':>10}{'ratio':>8}")
+    print("\ngrowth with the host (ampcli cached; node_exporter in the same run)")
+    print(f"{'host':<36}{'amp p50 ms':>11}{'node p50 ms':>12}{'ratio':>7}"
+          f"{'amp CPU ms':>11}{'RSS MiB':>9}")
+    rows = []
     for label, procs, dirs in (("as above", 0, 0), ("processes x10", 9000 // scale, 0),
-                               ("connector dirs x10", 0, 450)):
+                               ("processes x10, connector dirs x10", 0, 450)):
         if procs or dirs:
-            _grow(root, procs, dirs)
+            _grow(root, procs, dirs)  # cumulative: the last row has both
         t = amp(root)
         row = latency_table([ne, t], scrapes // 2)
+        rss_now = t.rss_mib()
         t.stop()
         a, n = row[t.name]["p50"], row[ne.name]["p50"]
-        print(f"{label:<34}{a * 1e3:>9.2f}{n * 1e3:>10.2f}{a / n:>8.2f}")
+        rows.append(row[t.name]["cpu"])
+        print(f"{label:<36}{a * 1e3:>11.2f}{n * 1e3:>12.2f}{a / n:>7.2f}"
+              f"{row[t.name]['cpu'] * 1e3:>11.2f}{rss_now:>9.1f}")
+    verdict("CPU per scrape grows less than the host (x10 processes: < x10 CPU)",
+            rows[1] < 10 * rows[0])
     ne.stop()
 
     worst_root = build_hosts.build(work / "worst", ["multi-fault"])["multi-fault"]
     worst = amp(worst_root)
     worst_series = series(worst.get()) + 10  # + 10 top-command series with the eBPF source
     worst.stop()
-    print(f"\nseries per host: healthy {healthy_series}, worst case about {worst_series}")
+    print(f"\nseries per host: healthy {healthy_series}, worst case about {worst_series} "
+          f"(budget {SERIES_BUDGET})")
+    verdict(f"worst case within the budget of {SERIES_BUDGET} series per host",
+            worst_series <= SERIES_BUDGET)
     for hosts in (10_000, 100_000):
         print(f"  {hosts:>7,} hosts: {hosts * worst_series / 1e6:.1f} M active series, "
               f"{hosts * worst_series / 15:,.0f} samples/s at a 15 s interval")
-    return 0
+    print(f"\ntargets missed: {len(MISSED)}" + (f" ({'; '.join(MISSED)})" if MISSED else ""))
+    return 1 if MISSED else 0
+
+
+MISSED: list[str] = []
+
+
+def verdict(target: str, met: bool) -> None:
+    """Print a target's outcome; a missed one makes the run exit 1."""
+    print(f"  target: {target}: {'met' if met else 'MISSED'}")
+    if not met:
+        MISSED.append(target)
+
+
+def live_rss() -> float | None:
+    """RSS of an exporter with every collector on, on this machine's own /proc and /sys,
+    once its eBPF source is active (None where eBPF cannot run here)."""
+    port = free_port()
+    t = Target("live", [sys.executable, "-m", "amp_exporter", "serve",
+                        "--web.listen-address", f"127.0.0.1:{port}"], port)
+    try:
+        deadline = time.monotonic() + 30
+        while b'amp_exporter_events_source{source="ebpf"} 1' not in t.get():
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.2)
+        for _ in range(100):
+            t.get()
+        return t.rss_mib()
+    finally:
+        t.stop()
 
 
 def _grow(root: Path, processes: int, directories: int) -> None:
