@@ -703,7 +703,7 @@ def test_hadolint(tmp_path):
 
 
 SHELL_SCRIPTS = [UNITS / "install.sh",
-                 *(p for p in sorted((REPO / "scripts").iterdir())
+                 *(p for folder in ("scripts", "bench") for p in sorted((REPO / folder).iterdir())
                    if p.is_file() and p.read_text(errors="replace").startswith("#!/bin/sh"))]
 
 
