@@ -1,0 +1,91 @@
+"""Faults injected into the host under a running `amp-exporter serve`: each scrape is still
+answered whole, the affected collector says it failed and why (success 0, an error count by
+reason, a log line), the others carry on, nothing prints a traceback, and no ampcli is
+left running."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+from test_http import Server
+
+# name -> (ampcli script body, or None to remove it; mode; expected error reason)
+AMPCLI_FAULTS = {
+    "binary garbage": ("head -c 65536 /dev/urandom\n", 0o755, "parse"),
+    "10 MB of output": ("yes 'no status here' | head -c 10000000\n", 0o755, "parse"),
+    "killed by a signal": ("kill -9 $$\n", 0o755, "exit_status"),
+    "exit status 3": ("echo 'Status: Connected'; exit 3\n", 0o755, "exit_status"),
+    "missing": (None, 0, "missing"),
+    "not executable": ("echo 'Status: Connected'\n", 0o644, "permission"),
+    "hangs": ("exec sleep 600\n", 0o755, "timeout"),
+}
+
+
+def stray(marker: str) -> list[str]:
+    """Processes still running whose command line carries this test's marker path."""
+    out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    return out.split()
+
+
+@pytest.mark.parametrize("fault", list(AMPCLI_FAULTS))
+def test_ampcli_fault_gives_a_complete_scrape_and_a_reason(host_copy, fault):
+    root = host_copy("healthy-ebpf-btf")
+    ampcli = root / "opt/cisco/amp/bin/ampcli"
+    body, mode, reason = AMPCLI_FAULTS[fault]
+    if body is None:
+        ampcli.unlink()
+    else:
+        # A child left behind on every run too (not holding the output pipe, which would
+        # be a timeout): it must die with ampcli's process group.
+        # A copy of sleep inside the tree, so that stray() can find it by its path.
+        child = root / "stray-child"
+        shutil.copy(shutil.which("sleep") or "/bin/sleep", child)
+        ampcli.write_text(f"#!/bin/sh\n{child} 600 >/dev/null 2>&1 &\n{body}")
+        ampcli.chmod(mode)
+    server = Server(root, "--ampcli.timeout", "1", "--ampcli.cache", "0")
+    try:
+        for _ in range(2):  # the second scrape runs ampcli again: counters add up
+            start = time.monotonic()
+            scrape = server.scrape()
+            assert time.monotonic() - start < 3.0
+            success = scrape.success()
+            assert success["connector"] == 0, fault
+            assert {k for k, v in success.items() if v != 1} == {"connector"}, success
+            assert scrape.value("cisco_amp_connector_installed") == 1
+            assert scrape.value("amp_exporter_ampcli_success") == 0
+        assert scrape.value("amp_exporter_collector_errors_total", collector="connector",
+                            reason=reason) == 2
+        # Root causes that do not need ampcli are still checked.
+        assert scrape.causes(5) and scrape.causes(7)
+    finally:
+        assert server.stop() == 0
+    log = "".join(server.lines)
+    assert f"reason={reason}" in log and "Traceback" not in log
+    deadline = time.monotonic() + 3
+    while stray(str(root)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not stray(str(root)), f"{fault}: processes left running"
+
+
+def test_host_tree_vanishing_under_a_running_exporter(host_copy, tmp_path):
+    # The whole host root disappears between scrapes, then comes back.
+    root = host_copy("healthy-ebpf-btf")
+    server = Server(root)
+    try:
+        healthy = server.scrape()
+        assert set(healthy.success().values()) == {1.0}
+        moved = tmp_path / "away"
+        shutil.move(str(root), moved)
+        gone = server.scrape()  # answered, every collector saying what it could not do
+        assert gone.value("cisco_amp_connector_installed") == 0
+        assert all(v in (0.0, 1.0) for v in gone.success().values())
+        shutil.move(str(moved), root)
+        back = server.scrape()
+        assert set(back.success().values()) == {1.0}
+        assert back.value("cisco_amp_connector_installed") == 1
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in "".join(server.lines)
