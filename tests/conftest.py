@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +92,67 @@ def scrape():
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopbackDaemon:
+    """A real server binary (prometheus, alertmanager) started on loopback, its output kept
+    in a log file for the assertion messages."""
+
+    def __init__(self, argv: list[str], log: Path, port: int) -> None:
+        self.port = port
+        self.log = log.open("w")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def read_log(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+# -- eBPF on this machine ------------------------------------------------------------------
+
+@functools.cache
+def ebpf_blocker() -> str | None:
+    """Why this machine cannot run the eBPF source, or None (asked once per session)."""
+    from amp_exporter import ebpf_loader
+
+    if os.geteuid() != 0:
+        return "not root"
+    if not any(os.path.isdir(f"{d}/events/sched") for d in ebpf_loader.TRACEFS_DIRS):
+        return "tracefs not mounted (scripts/test-setup-ebpf mounts it)"
+    if not os.path.exists(f"/lib/modules/{os.uname().release}/build"):
+        return "no kernel headers (scripts/test-setup-ebpf links them)"
+    probe = subprocess.run([sys.executable, "-c", "import bcc"], capture_output=True)
+    if probe.returncode != 0:
+        return "bcc does not import (Debian python3-bpfcc, venv with --system-site-packages)"
+    return None
+
+
+# scripts/test sets this once its set-up made this machine able to run eBPF: from then on a
+# test that cannot run it is a failure to report, not a skip to overlook.
+EBPF_REQUIRED = os.environ.get("AMP_REQUIRE_EBPF") == "1"
+
+
+@pytest.fixture
+def ebpf_ready():
+    """Skips (or, where eBPF is required, fails) a test that needs eBPF on this machine."""
+    if ebpf_blocker() is not None:
+        (pytest.fail if EBPF_REQUIRED else pytest.skip)(f"eBPF cannot run here: {ebpf_blocker()}")
 
 
 # -- real processes on this machine --------------------------------------------------------

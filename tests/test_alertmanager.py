@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, LoopbackDaemon, free_port
 
 from amp_exporter.monitoring import alertmanager, alerts
 from amp_exporter.monitoring.config import DEFAULT
@@ -108,21 +106,14 @@ ALERTS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Alertmanager:
+class Alertmanager(LoopbackDaemon):
     def __init__(self, tmp) -> None:
-        self.port = free_port()
-        self.log = (tmp / "alertmanager.log").open("w")
-        self.proc = subprocess.Popen(
+        port = free_port()
+        super().__init__(
             [BINARY, f"--config.file={REPO / alertmanager.ALERTMANAGER_FILE}",
-             f"--storage.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
+             f"--storage.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
              "--cluster.listen-address=", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            tmp / "alertmanager.log", port)
 
     def request(self, path: str, body: object = None) -> tuple[int, object]:
         data = None if body is None else json.dumps(body).encode()
@@ -144,20 +135,6 @@ class Alertmanager:
                 pass
             time.sleep(0.1)
         raise AssertionError("alertmanager not ready: " + self.read_log())
-
-    def read_log(self) -> str:
-        self.log.flush()
-        return open(self.log.name).read()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 @pytest.fixture

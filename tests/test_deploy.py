@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, Scrape, builder, have, parse_exposition
+from conftest import EBPF_REQUIRED, REPO, Scrape, builder, ebpf_blocker, have, parse_exposition
 
 DEPLOY = REPO / "deploy"
 UNITS = DEPLOY / "systemd"
@@ -243,17 +243,6 @@ def test_without_the_unit_capabilities_collectors_fail_with_a_reason(root_only_h
     assert "collector=selinux" in log and "CAP_SYS_PTRACE" in log
 
 
-def _ebpf_blocker() -> str | None:
-    if not any(os.path.isdir(f"{d}/events/sched")
-               for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")):
-        return "tracefs not mounted"
-    if not os.path.exists(f"/lib/modules/{os.uname().release}/build"):
-        return "no kernel headers (scripts/test-setup-ebpf links them)"
-    if subprocess.run([sys.executable, "-c", "import bcc"], capture_output=True).returncode:
-        return "bcc does not import"
-    return None
-
-
 @needs_sandbox
 def test_unit_on_the_live_host(live_connector, unit_server):
     """The live host: the connector's processes run as root; the unit's user reads their
@@ -262,7 +251,8 @@ def test_unit_on_the_live_host(live_connector, unit_server):
     CAP_SYS_ADMIN, is left out."""
     live_connector("ampdaemon")
     s = unit_server(unit_caps("amp-exporter.service"), None)
-    blocker = _ebpf_blocker()
+    blocker = ebpf_blocker()
+    assert not (blocker and EBPF_REQUIRED), f"eBPF cannot run here: {blocker}"
     deadline = time.monotonic() + 60
     while True:
         scrape = s.scrape()

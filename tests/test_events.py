@@ -19,35 +19,7 @@ from conftest import Scrape
 from test_http import Server
 from test_restarts import scrape
 
-from amp_exporter import ebpf_loader
 from amp_exporter.cli import build_parser, make_exporter
-
-
-def ebpf_blocker() -> str | None:
-    """Why this machine cannot run the eBPF source, or None."""
-    if os.geteuid() != 0:
-        return "not root"
-    if not any(os.path.isdir(f"{d}/events/sched") for d in ebpf_loader.TRACEFS_DIRS):
-        return "tracefs not mounted (scripts/test-setup-ebpf mounts it)"
-    if not os.path.exists(f"/lib/modules/{os.uname().release}/build"):
-        return "no kernel headers (scripts/test-setup-ebpf links them)"
-    probe = subprocess.run([sys.executable, "-c", "import bcc"], capture_output=True)
-    if probe.returncode != 0:
-        return "bcc does not import (Debian python3-bpfcc, venv with --system-site-packages)"
-    return None
-
-
-BLOCKER = ebpf_blocker()
-# scripts/test sets this once its set-up made this machine able to run eBPF: from then on a
-# test that cannot run it is a failure to report, not a skip to overlook.
-REQUIRED = os.environ.get("AMP_REQUIRE_EBPF") == "1"
-
-
-@pytest.fixture
-def ebpf_ready():
-    if BLOCKER is not None:
-        (pytest.fail if REQUIRED else pytest.skip)(f"eBPF cannot run here: {BLOCKER}")
-
 
 needs_ebpf = pytest.mark.usefixtures("ebpf_ready")
 

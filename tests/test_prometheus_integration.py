@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,8 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, have
-from test_events import ebpf_blocker
+from conftest import EBPF_REQUIRED, REPO, LoopbackDaemon, ebpf_blocker, free_port, have
 from test_http import Server
 
 from amp_exporter.monitoring import alerts, dashboards
@@ -68,13 +66,7 @@ EXPECTED_ALERTS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Prometheus:
+class Prometheus(LoopbackDaemon):
     def __init__(self, tmp: Path, targets: list[str]) -> None:
         self.port = free_port()
         config = {
@@ -85,12 +77,11 @@ class Prometheus:
                                 "static_configs": [{"targets": targets}]}],
         }
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.log = (tmp / "prometheus.log").open("w")
-        self.proc = subprocess.Popen(
+        super().__init__(
             ["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
              f"--storage.tsdb.path={tmp / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            tmp / "prometheus.log", self.port)
 
     def get(self, path: str, **params: str) -> dict:
         url = f"http://127.0.0.1:{self.port}{path}"
@@ -117,20 +108,11 @@ class Prometheus:
             time.sleep(0.3)
         raise AssertionError(f"timed out waiting for {what} ({last})")
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
 
 @pytest.fixture
 def fleet(hosts, host_copy, tmp_path):
     """{host name: instance address}, and a Prometheus that scrapes them."""
+    assert not (EBPF_BLOCKER and EBPF_REQUIRED), f"eBPF cannot run here: {EBPF_BLOCKER}"
     flags: list[str] = []
     help_text = subprocess.run([sys.executable, "-m", "amp_exporter", "serve", "--help"],
                                capture_output=True, text=True, cwd=REPO, timeout=30).stdout
