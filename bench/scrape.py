@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "examples"))
 import build_hosts  # noqa: E402
 
+from amp_exporter.collectors.events import TOP_N  # noqa: E402
+
 # Series one host may cost Prometheus, worst case (every fault raised, top commands full):
 # docs/performance.md turns it into a fleet's budget.
 SERIES_BUDGET = 400
@@ -47,18 +49,7 @@ def free_port() -> int:
 
 def enlarge(root: Path, processes: int, directories: int, log_mib: int) -> None:
     """Add plain processes (copies of the host's bash), connector directories, log bytes."""
-    template = root / "proc" / "2231"
-    stat = (template / "stat").read_text()
-    head, _, tail = stat.rpartition(")")
-    for i in range(processes):
-        pid = 100_000 + i
-        dst = root / "proc" / str(pid)
-        shutil.copytree(template, dst, symlinks=True)
-        (dst / "stat").write_text(f"{pid} ({head.partition('(')[2]}){tail}")
-    for i in range(directories):
-        d = root / "opt/cisco/amp" / f"data{i:03d}"
-        d.mkdir(exist_ok=True)
-        d.chmod(0o755)
+    _grow(root, processes, directories)
     if not log_mib:
         return
     logs = root / "var/log/cisco"
@@ -256,7 +247,7 @@ def run(work: Path, scrapes: int, scale: int) -> int:
 
     worst_root = build_hosts.build(work / "worst", ["multi-fault"])["multi-fault"]
     worst = amp(worst_root)
-    worst_series = series(worst.get()) + 10  # + 10 top-command series with the eBPF source
+    worst_series = series(worst.get()) + TOP_N  # + the top commands, with the eBPF source
     worst.stop()
     print(f"\nseries per host: healthy {healthy_series}, worst case about {worst_series} "
           f"(budget {SERIES_BUDGET})")
@@ -316,6 +307,8 @@ def live_rss() -> float | None:
 
 
 def _grow(root: Path, processes: int, directories: int) -> None:
+    """Add processes (copies of the host's bash, new PIDs from 100000) and connector
+    directories (0755, new names) to the host tree."""
     existing = [int(p) for p in os.listdir(root / "proc") if p.isdigit() and int(p) >= 100_000]
     start = max(existing, default=99_999) + 1
     template = root / "proc" / "2231"
@@ -325,10 +318,11 @@ def _grow(root: Path, processes: int, directories: int) -> None:
         dst = root / "proc" / str(pid)
         shutil.copytree(template, dst, symlinks=True)
         (dst / "stat").write_text(f"{pid} ({head.partition('(')[2]}){tail}")
-    for i in range(directories):
-        d = root / "opt/cisco/amp" / f"more{i:03d}"
-        d.mkdir(exist_ok=True)
-        d.chmod(0o755)
+    amp = root / "opt/cisco/amp"
+    first = sum(1 for d in os.listdir(amp) if d.startswith("more"))
+    for i in range(first, first + directories):
+        (amp / f"more{i:04d}").mkdir(mode=0o755)
+        (amp / f"more{i:04d}").chmod(0o755)  # mkdir's mode is masked by the umask
 
 
 if __name__ == "__main__":
