@@ -169,3 +169,26 @@ def test_console_script_is_installed():
     assert exe, "pip install -e . should provide the amp-exporter command"
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.startswith("amp-exporter ")
+
+
+def test_gzip_when_asked_and_plain_otherwise(hosts, server):
+    # Prometheus asks for gzip; curl and browsers may not. Same exposition either way.
+    import gzip
+
+    s = server(hosts["multi-fault"], "--ampcli.cache", "60")
+    url = f"http://127.0.0.1:{s.port}/metrics"
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert r.headers["Content-Encoding"] == "gzip"
+        packed = r.read()
+        assert int(r.headers["Content-Length"]) == len(packed)
+        zipped = gzip.decompress(packed).decode()
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.headers["Content-Encoding"] is None
+        plain = r.read().decode()
+
+    def stable(text: str) -> set[str]:  # durations and counters of the scrape itself move
+        return {line for line in text.splitlines() if "duration_seconds" not in line
+                and "scrapes_total" not in line and "cpu_seconds" not in line}
+
+    assert stable(zipped) == stable(plain) and "cisco_amp_fault_active" in plain
