@@ -107,8 +107,7 @@ def _die_with_parent(exporter_pid: int) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) > 2:
-        _die_with_parent(int(sys.argv[2]))
+    _die_with_parent(int(sys.argv[2]))
     sock = socket.socket(fileno=int(sys.argv[1]))
     try:
         header, fds = load()
