@@ -75,12 +75,15 @@ class LogsCollector(Collector):
             for name, rel in LOG_FILES.items():
                 path = self.paths.root(rel)
                 try:
-                    st = os.stat(path)
+                    # One open file is the truth for this scrape: stat-then-open could see
+                    # one inode and read another if logrotate ran in between.
+                    with open(path, "rb") as handle:
+                        st = os.fstat(handle.fileno())
+                        tail = self._advance(name, handle, st)
                 except FileNotFoundError:
-                    continue  # no log (yet): nothing to say, not a failure
+                    continue  # no log (yet), or rotated away this instant: not a failure
                 except OSError as exc:
-                    raise host_error(exc, f"stat {rel}") from exc
-                tail = self._advance(name, path, st)
+                    raise host_error(exc, f"reading {rel}") from exc
                 size.add_metric([name], float(st.st_size))
                 modified.add_metric([name], st.st_mtime)
                 for level, count in tail.lines.items():
@@ -88,7 +91,7 @@ class LogsCollector(Collector):
                 rotations.add_metric([name], float(tail.rotations))
         return [size, modified, lines, rotations]
 
-    def _advance(self, name: str, path, st: os.stat_result) -> _Tail:
+    def _advance(self, name: str, handle, st: os.stat_result) -> _Tail:
         tail = self._tails.get(name)
         if tail is None:
             tail = self._tails[name] = _Tail(inode=st.st_ino, offset=st.st_size)
@@ -98,12 +101,10 @@ class LogsCollector(Collector):
             tail.rotations += 1
         if st.st_size == tail.offset:
             return tail
-        try:
-            with open(path, "rb") as handle:
-                handle.seek(tail.offset)
-                data = handle.read(READ_LIMIT)
-        except OSError as exc:
-            raise host_error(exc, f"reading {path}") from exc
+        handle.seek(tail.offset)
+        # Up to the size seen in fstat: what is appended after it belongs to the next scrape,
+        # so size and lines agree.
+        data = handle.read(min(READ_LIMIT, st.st_size - tail.offset))
         tail.offset += len(data)
         chunks = (tail.partial + data).split(b"\n")
         tail.partial = chunks.pop()[-65536:]  # an unfinished last line waits for its end
