@@ -280,6 +280,8 @@ class ProcessTable:
         fd_dir = self.paths.proc(str(proc.pid), "fd")
         try:
             fds = os.listdir(fd_dir)[:_MAX_FDS_READ]
+        except (FileNotFoundError, ProcessLookupError):
+            return  # exiting (or a zombie): it holds no files now, which is not a failure
         except OSError:
             proc.fds_readable = False
             return

@@ -8,9 +8,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from test_http import Server
+from test_restarts import exporter_for, pid_of, scrape
 
 # name -> (ampcli script body, or None to remove it; mode; expected error reason)
 AMPCLI_FAULTS = {
@@ -89,3 +91,48 @@ def test_host_tree_vanishing_under_a_running_exporter(host_copy, tmp_path):
     finally:
         assert server.stop() == 0
     assert "Traceback" not in "".join(server.lines)
+
+
+PROC_ENTRIES = ("cmdline", "comm", "cwd", "exe", "fd", "fdinfo", "stat", "statm", "status")
+
+
+def test_processes_exiting_mid_collection(host_copy, tmp_path):
+    """A process that exits while a scrape reads it: its proc directory is listed, then
+    any of its files is gone (or all of them). Every such moment, for each connector
+    process, gives a complete scrape with every collector succeeding, and no restart is
+    counted for a process that only looked away for a moment."""
+    root = host_copy("healthy-ebpf-btf")
+    exporter = exporter_for(root)
+    aside = tmp_path / "aside"
+    moments = 0
+    try:
+        assert set(scrape(exporter).success().values()) == {1.0}
+        for comm in ("ampdaemon", "ampscansvc", "ampupdater"):
+            pid_dir = root / "proc" / str(pid_of(root, comm))
+            for gone in (*PROC_ENTRIES, "everything"):
+                shutil.copytree(pid_dir, aside, symlinks=True)
+                if gone == "everything":  # listed, but empty: the kernel reaped it
+                    for entry in PROC_ENTRIES:
+                        _remove(pid_dir / entry)
+                else:
+                    _remove(pid_dir / gone)
+                s = scrape(exporter)
+                moments += 1
+                assert set(s.success().values()) == {1.0}, (comm, gone, s.success())
+                assert s.value("cisco_amp_scan_service_restarts_total") == 0, (comm, gone)
+                shutil.rmtree(pid_dir)
+                shutil.move(aside, pid_dir)
+                back = scrape(exporter)
+                assert back.value("cisco_amp_process_up", process=comm) == 1, (comm, gone)
+        assert moments == 30
+        assert scrape(exporter).value("cisco_amp_process_restarts_total",
+                                      process="ampscansvc") == 0
+    finally:
+        exporter.close()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
