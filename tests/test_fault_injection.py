@@ -5,6 +5,7 @@ left running."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -136,3 +137,54 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def _host_entries(root: Path) -> list[Path]:
+    """Every file, link and directory of a host tree, but not the per-process ones (the
+    test above) nor the fd links."""
+    out = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).parts
+        if rel[0] == "proc" and len(rel) > 1 and rel[1].isdigit():
+            continue
+        out.append(path)
+    return out
+
+
+@pytest.mark.parametrize("change", ["vanishes", "is emptied"])
+def test_any_host_file_changing_between_scrapes(host_copy, tmp_path, change):
+    """Each file and directory of the example host in turn vanishes (or a file is emptied,
+    as one caught mid-rewrite is), with the exporter already running: every scrape is
+    complete, a collector that fails says 'missing', 'permission' or 'parse', never
+    'internal' (our own bug), and everything is back to healthy once the file is."""
+    root = host_copy("healthy-ebpf-btf")
+    exporter = exporter_for(root)
+    aside = tmp_path / "aside"
+    tried, failed = 0, set()
+    try:
+        assert set(scrape(exporter).success().values()) == {1.0}
+        for path in _host_entries(root):
+            if not (path.exists() or path.is_symlink()):
+                continue  # under a directory already put back whole
+            if change == "is emptied" and (path.is_symlink() or not path.is_file()):
+                continue
+            shutil.move(path, aside)
+            if change == "is emptied":
+                path.touch()
+                shutil.copymode(aside, path)
+            s = scrape(exporter)
+            tried += 1
+            internal = {k: v for k, v in s["amp_exporter_collector_errors_total"].items()
+                        if ("reason", "internal") in k and v}
+            assert not internal, (path.relative_to(root), internal)
+            failed.update(c for c, ok in s.success().items() if not ok)
+            if change == "is emptied":
+                os.replace(aside, path)
+            else:
+                shutil.move(aside, path)
+        after = scrape(exporter)
+        assert set(after.success().values()) == {1.0}, after.success()
+        print(f"{change}: {tried} files tried, collectors that said why: {sorted(failed)}")
+        assert tried > 40 and failed  # some changes must be seen, or nothing was changed
+    finally:
+        exporter.close()
