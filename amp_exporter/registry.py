@@ -14,11 +14,14 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from amp_exporter.hostpaths import HostPaths
+
+if TYPE_CHECKING:
+    from amp_exporter.ampcli import AmpcliResult
 
 log = logging.getLogger("amp_exporter")
 
@@ -161,13 +164,22 @@ class SharedState:
         the connector collector is off: then ampcli is never run)."""
         if not self.use_ampcli:
             return frozenset()
-        result = self.ampcli.status()
+        result = self.ampcli_status()
         return frozenset(result.status.faults) if result.status is not None else frozenset()
+
+    def ampcli_status(self) -> AmpcliResult:
+        """This scrape's ampcli answer, asked for once: every collector of a scrape sees the
+        same one (and with --ampcli.cache 0 a scrape starts one ampcli, not one per use)."""
+        found = getattr(self._local, "ampcli", None)
+        if found is None:
+            found = self._local.ampcli = self.ampcli.status()
+        return found
 
     def begin_scrape(self) -> None:
         """Facts shared by the collectors of the scrape in this thread are looked at anew."""
         self.processes.begin_scrape()
         self._local.generation = None
+        self._local.ampcli = None
 
     def generation(self) -> str:
         """The host's monitoring generation (see generation.py), once per scrape; raises

@@ -5,6 +5,9 @@ import subprocess
 import threading
 import time
 
+import pytest
+from test_restarts import exporter_for, scrape
+
 from amp_exporter.ampcli import OUTPUT_LIMIT, AmpcliRunner
 
 STATUS = "Status: Connected\\nMode: Normal\\nFaults: None\\n"
@@ -79,9 +82,11 @@ def test_not_executable(tmp_path):
     assert AmpcliRunner(str(plain), 5, 0).status().error == "permission"
 
 
-def test_concurrent_callers_share_one_run(tmp_path):
+@pytest.mark.parametrize("cache", [5, 0])
+def test_concurrent_callers_share_one_run(tmp_path, cache):
+    # With no cache too: a run that finishes after a caller asked was in flight for it.
     path = script(tmp_path, f'sleep 0.3; printf "{STATUS}"')
-    r = AmpcliRunner(path, 5, 5)
+    r = AmpcliRunner(path, 5, cache)
     results = []
     threads = [threading.Thread(target=lambda: results.append(r.status())) for _ in range(20)]
     for t in threads:
@@ -99,3 +104,15 @@ def test_cache_expires(tmp_path):
     time.sleep(0.15)
     r.status()
     assert r.runs == 2
+
+
+def test_one_scrape_asks_ampcli_once(hosts):
+    # Several collectors use the connector's answer: one scrape, one run, one answer.
+    exporter = exporter_for(hosts["multi-fault"])  # --ampcli.cache 0
+    try:
+        scrape(exporter)
+        assert exporter.shared.ampcli.runs == 1
+        scrape(exporter)
+        assert exporter.shared.ampcli.runs == 2
+    finally:
+        exporter.close()

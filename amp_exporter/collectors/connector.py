@@ -63,7 +63,7 @@ class ConnectorCollector(Collector):
             return [*families, active, severity]
 
         families.extend(self.policy_features())
-        result = self.shared.ampcli.status()
+        result = self.shared.ampcli_status()
         families.extend(self.ampcli_health())
         if not result.ok:
             raise CollectorError(result.error or "internal", f"ampcli status: {result.message}",
