@@ -46,6 +46,9 @@ PLAIN_HTTP_TO_TLS = (b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; cha
 
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    # Go servers listen with SOMAXCONN; socketserver's 5 makes a burst of scrapes (a
+    # Prometheus HA pair plus a restart of both) wait out SYN retransmits, seconds each.
+    request_queue_size = socket.SOMAXCONN
     # Graceful stop: serve_forever returns, in-flight requests finish (see serve()).
     block_on_close = True
 
