@@ -40,21 +40,26 @@ LANDING = """<!DOCTYPE html>
 # A TLS client has this long to finish its handshake, an HTTP client to send its request.
 HANDSHAKE_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0
+# On SIGTERM, scrapes in flight get this long to be answered (an ampcli run is bounded by
+# --ampcli.timeout, default 5 s); within systemd's TimeoutStopSec=30s and Kubernetes' 30 s.
+SHUTDOWN_GRACE = 15.0
 PLAIN_HTTP_TO_TLS = (b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
                      b"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
 
 
 class _Server(ThreadingMixIn, WSGIServer):
+    # Daemon threads, so a client stuck past SHUTDOWN_GRACE cannot hold the exit; which
+    # also means server_close() does not join them: serve() waits for the open
+    # connections itself (wait_closed).
     daemon_threads = True
     # Go servers listen with SOMAXCONN; socketserver's 5 makes a burst of scrapes (a
     # Prometheus HA pair plus a restart of both) wait out SYN retransmits, seconds each.
     request_queue_size = socket.SOMAXCONN
-    # Graceful stop: serve_forever returns, in-flight requests finish (see serve()).
-    block_on_close = True
 
     def __init__(self, *args, **kwargs) -> None:
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+        self._closed = threading.Condition(self._open_lock)
         super().__init__(*args, **kwargs)
 
     def process_request(self, request, client_address):
@@ -68,9 +73,16 @@ class _Server(ThreadingMixIn, WSGIServer):
             self._open.add(new)
 
     def shutdown_request(self, request):
+        super().shutdown_request(request)
         with self._open_lock:
             self._open.discard(request)
-        super().shutdown_request(request)
+            self._closed.notify_all()
+
+    def wait_closed(self, timeout: float) -> bool:
+        """On shutdown: wait until every connection is answered and closed; False if some
+        were still open when TIMEOUT ran out."""
+        with self._open_lock:
+            return self._closed.wait_for(lambda: not self._open, timeout)
 
     def drop_idle(self) -> None:
         """On shutdown: end the reading side of every open connection. A client that sent
@@ -275,7 +287,10 @@ def serve(args: argparse.Namespace, exporter: Exporter, parser: argparse.Argumen
     try:
         httpd.serve_forever(poll_interval=0.5)
     finally:
-        httpd.drop_idle()  # idle clients would otherwise hold server_close's join
-        httpd.server_close()  # waits for in-flight requests (block_on_close)
+        httpd.server_close()  # no new connections
+        httpd.drop_idle()  # idle clients get EOF; requests already read are answered
+        if not httpd.wait_closed(SHUTDOWN_GRACE):
+            log.warning("connections still open at shutdown; exiting anyway",
+                        extra={"grace_seconds": SHUTDOWN_GRACE})
         exporter.close()
     return 0
