@@ -168,10 +168,47 @@ def exposition(exporter: Exporter) -> bytes:
     return render(exporter.collect())
 
 
+TEMP_PREFIX, TEMP_SUFFIX = ".amp-exporter.", ".tmp"
+
+
+def remove_stale_temporaries(directory: str) -> list[str]:
+    """Temporary files left by a run that was killed mid-write (their names carry the
+    writer's PID): removed once that PID is gone. node_exporter reads only *.prom, so a
+    leftover is never read as metrics, but it should not pile up either."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)):
+            continue
+        pid = name[len(TEMP_PREFIX):].partition(".")[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, name))
+            removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def write_atomically(path: str, data: bytes) -> None:
     """Write to a temporary file beside PATH, then rename: readers never see half a file."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".amp-exporter.", suffix=".tmp", dir=directory)
+    for name in remove_stale_temporaries(directory):
+        log.info("removed a temporary file left by a killed run", extra={"file": name})
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}.", suffix=TEMP_SUFFIX,
+                               dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -44,8 +45,9 @@ def host_copy(tmp_path):
     return make
 
 
-def run_exporter(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TZ": "UTC", "PYTHONPATH": str(REPO)}
+def run_exporter(*args: str, timeout: float = 60, env_extra: Optional[dict] = None,
+                 **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TZ": "UTC", "PYTHONPATH": str(REPO), **(env_extra or {})}
     return subprocess.run([*EXPORTER, *args], capture_output=True, text=True, timeout=timeout,
                           env=env, cwd=REPO, **kwargs)
 

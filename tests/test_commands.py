@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -82,6 +83,63 @@ def test_textfile_killed_mid_run_leaves_the_old_file_whole(host_copy, tmp_path):
     proc.wait()
     assert out.read_text() == "# previous complete exposition\n"
     assert [p.name for p in out.parent.iterdir()] == ["amp.prom"]
+
+
+def _limited_to_1000_bytes():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+
+
+def test_textfile_that_cannot_finish_its_write_leaves_nothing(hosts, tmp_path):
+    """write(2) fails half-way (EFBIG here, as ENOSPC on a full disk): exit 1, the old file
+    whole, no temporary left."""
+    out = tmp_path / "amp.prom"
+    out.write_text("# previous complete exposition\n")
+    result = run_exporter("textfile", "--output", str(out), "--path.rootfs",
+                          str(hosts["multi-fault"]), preexec_fn=_limited_to_1000_bytes,
+                          env_extra={"PYTHONDONTWRITEBYTECODE": "1"})
+    assert result.returncode == 1 and "File too large" in result.stderr, result.stderr
+    assert out.read_text() == "# previous complete exposition\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["amp.prom"]
+
+
+def test_textfile_killed_during_the_write_itself(hosts, tmp_path):
+    """The kernel kills the writer in the middle of write(2): with RLIMIT_FSIZE at 1,000
+    bytes and SIGXFSZ at its default action (Python ignores it; a sitecustomize on the
+    path restores it), the write stops at byte 1,000 and the process dies. The old file
+    stays whole; the half-written temporary is no *.prom (node_exporter never reads it)
+    and the next run removes it."""
+    out = tmp_path / "out" / "amp.prom"
+    out.parent.mkdir()
+    out.write_text("# previous complete exposition\n")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_DFL)\n")
+    args = ("textfile", "--output", str(out), "--path.rootfs", str(hosts["multi-fault"]))
+    killed = run_exporter(*args, preexec_fn=_limited_to_1000_bytes,
+                          env_extra={"PYTHONDONTWRITEBYTECODE": "1",
+                                     "PYTHONPATH": f"{site}:{REPO}"})
+    assert killed.returncode == -signal.SIGXFSZ, killed.stderr
+    assert out.read_text() == "# previous complete exposition\n"
+    [left] = [p for p in out.parent.iterdir() if p.name != "amp.prom"]
+    assert left.name.startswith(".amp-exporter.") and left.suffix == ".tmp"
+    assert left.stat().st_size == 1000  # half a file, really
+    again = run_exporter(*args)
+    assert again.returncode == 0, again.stderr
+    assert "removed a temporary file left by a killed run" in again.stderr
+    assert [p.name for p in out.parent.iterdir()] == ["amp.prom"]
+    assert parse_exposition(out.read_text())["cisco_amp_fault_active"]
+
+
+def test_textfile_leaves_a_running_writers_temporary_alone(hosts, tmp_path):
+    # Two runs at once (a timer overlapping a manual run): neither removes the other's file.
+    with subprocess.Popen(["sleep", "30"]) as alive:
+        theirs = tmp_path / f".amp-exporter.{alive.pid}.abc.tmp"
+        theirs.write_text("in progress")
+        result = run_exporter("textfile", "--output", str(tmp_path / "amp.prom"),
+                              "--path.rootfs", str(hosts["no-connector"]))
+        alive.kill()
+    assert result.returncode == 0 and theirs.exists()
 
 
 def test_textfile_to_an_unwritable_place_fails_cleanly(hosts):
