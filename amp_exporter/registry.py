@@ -183,13 +183,19 @@ class SharedState:
 
     def generation(self) -> str:
         """The host's monitoring generation (see generation.py), once per scrape; raises
-        OSError/ValueError."""
+        CollectorError saying why it cannot be told (permission, missing, parse)."""
         from amp_exporter import generation
 
         found = getattr(self._local, "generation", None)
         if found is None:
-            found = generation.detect(generation.gather(
-                self.settings.paths, self.processes.snapshot(), self.reported_faults()))
+            try:
+                found = generation.detect(generation.gather(
+                    self.settings.paths, self.processes.snapshot(), self.reported_faults()))
+            except OSError as exc:
+                raise host_error(exc, "telling the monitoring generation") from exc
+            except ValueError as exc:
+                raise CollectorError("parse", f"cannot tell the monitoring generation: {exc}"
+                                     ) from exc
             self._local.generation = found
         return found
 

@@ -14,18 +14,23 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from conftest import REPO, Scrape, have, parse_exposition
 
 
 class Server:
-    def __init__(self, root: Path, *flags: str) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "TZ": "UTC"}
+    def __init__(self, root: Path, *flags: str, argv0: tuple[str, ...] = (sys.executable,),
+                 env: Optional[dict] = None) -> None:
+        """argv0: what runs `-m amp_exporter` (a python, maybe behind setpriv); with env,
+        it runs in / (as another user may not enter the checkout)."""
+        cwd = REPO if env is None else Path("/")
+        env = env or {**os.environ, "PYTHONPATH": str(REPO), "TZ": "UTC"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "amp_exporter", "serve", "--path.rootfs", str(root),
+            [*argv0, "-m", "amp_exporter", "serve", "--path.rootfs", str(root),
              "--web.listen-address", "127.0.0.1:0", *flags],
-            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
         self.lines: list[str] = []
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

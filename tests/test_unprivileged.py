@@ -34,7 +34,8 @@ def _reachable_by_others(path: Path) -> bool:
     return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents])
 
 
-def scrape_as_nobody(root: Path, *flags: str) -> tuple[Scrape, str]:
+def as_nobody() -> tuple[tuple[str, ...], dict]:
+    """(argv that runs our python as nobody, its environment)."""
     repo, python, wrap = str(REPO), sys.executable, []
     if not _reachable_by_others(REPO):
         # A checkout under /root (mode 0700): show it to nobody at /mnt, in a private
@@ -42,12 +43,16 @@ def scrape_as_nobody(root: Path, *flags: str) -> tuple[Scrape, str]:
         repo, python = "/mnt", sys.executable.replace(str(REPO), "/mnt", 1)
         wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                 'mount --bind "$0" /mnt && exec "$@"', str(REPO)]
+    argv = (*wrap, "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+            "--inh-caps=-all", python)
+    return argv, {"PATH": os.environ["PATH"], "PYTHONPATH": repo, "TZ": "UTC"}
+
+
+def scrape_as_nobody(root: Path, *flags: str) -> tuple[Scrape, str]:
+    argv, env = as_nobody()
     result = subprocess.run(
-        [*wrap, "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-         "--inh-caps=-all", python, "-m", "amp_exporter", "textfile", "--output", "-",
-         "--path.rootfs", str(root), *flags],
-        capture_output=True, text=True, timeout=60, cwd="/",
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": repo, "TZ": "UTC"})
+        [*argv, "-m", "amp_exporter", "textfile", "--output", "-", "--path.rootfs", str(root),
+         *flags], capture_output=True, text=True, timeout=60, cwd="/", env=env)
     assert result.returncode == 0, result.stderr
     return Scrape(parse_exposition(result.stdout)), result.stderr
 
@@ -108,3 +113,40 @@ def test_unreadable_tree_root(public_host):
                if v}
     assert reasons == {"permission"}
     assert "Traceback" not in log
+
+
+def test_any_host_entry_turning_unreadable(public_host):
+    """Each file and directory of the host in turn loses its permissions (mode 000) under an
+    exporter running as nobody: every scrape is complete, a collector that cannot see says
+    'permission' or 'missing', and all is well again once restored."""
+    from test_fault_injection import _host_entries
+    from test_http import Server
+
+    root = public_host("healthy-ebpf-btf")
+    argv, env = as_nobody()
+    server = Server(root, "--ampcli.cache", "0", argv0=argv, env=env)
+    tried, said = 0, set()
+    try:
+        assert set(server.scrape().success().values()) == {1.0}
+        for path in _host_entries(root):
+            if path.is_symlink():
+                continue  # a link's own mode means nothing
+            mode = path.stat().st_mode & 0o7777
+            path.chmod(0)
+            try:
+                s = server.scrape()
+            finally:
+                path.chmod(mode)
+            tried += 1
+            reasons = {dict(k)["reason"] for k, v in
+                       s["amp_exporter_collector_errors_total"].items() if v}
+            # Not 'internal' (our bug), nor 'parse' (blaming the content of what we could
+            # not even read: what generation detection said before this test).
+            assert reasons <= {"permission", "missing"}, (path.relative_to(root), reasons)
+            said |= reasons
+        assert set(server.scrape().success().values()) == {1.0}
+    finally:
+        assert server.stop() == 0
+    print(f"{tried} entries made unreadable; reasons given: {sorted(said)}")
+    assert tried > 60 and "permission" in said
+    assert "Traceback" not in "".join(server.lines)

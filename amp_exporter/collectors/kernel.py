@@ -67,10 +67,7 @@ class KernelCollector(CauseCollector):
     def check(self):
         release, modules, secure_boot, btf = self.read()
         evidence = self.evidence(release, modules, secure_boot, btf)
-        try:
-            gen = self.shared.generation()
-        except (OSError, ValueError) as exc:
-            raise CollectorError("parse", f"cannot tell the monitoring generation: {exc}") from exc
+        gen = self.shared.generation()
         gen_family = GENERATION.family()
         for name in generation.GENERATIONS:
             gen_family.add_metric([name], 1.0 if name == gen else 0.0)
