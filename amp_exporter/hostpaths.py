@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Optional
 
 # Reads are capped: a host file that is suddenly huge must not cost a scrape its memory.
 DEFAULT_READ_LIMIT = 1 << 20
@@ -90,13 +91,31 @@ class HostPaths:
         return Path(path) if os.path.lexists(path) else None
 
 
+class NotRegularFile(OSError):
+    """A FIFO, socket or device where a host file should be."""
+
+
+def open_host_file(path: str | Path) -> BinaryIO:
+    """Open a host file for reading, refusing anything but a regular file (proc and sys
+    files are regular too): open() of a FIFO with no writer, or a tty, blocks forever, and
+    would hang the scrape that reads it. Raises OSError as open() does, or NotRegularFile."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_text(path: str | Path, limit: int = DEFAULT_READ_LIMIT) -> str:
     """Read at most `limit` bytes of a host file as text (undecodable bytes replaced).
 
     Raises OSError as open() does: callers decide whether a missing file is
     "no data" or a failure.
     """
-    with open(path, "rb") as handle:
+    with open_host_file(path) as handle:
         data = handle.read(limit)
     return data.decode("utf-8", errors="replace")
 

@@ -10,7 +10,7 @@ import os
 import re
 from typing import Optional
 
-from amp_exporter.hostpaths import HostPaths, read_first_line, read_text
+from amp_exporter.hostpaths import HostPaths, open_host_file, read_first_line, read_text
 
 SECURE_BOOT_VAR = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
@@ -64,7 +64,7 @@ def secure_boot(paths: HostPaths) -> Optional[bool]:
     if not os.path.isdir(paths.sys("firmware", "efi")):
         return None
     try:
-        with open(paths.sys("firmware", "efi", "efivars", SECURE_BOOT_VAR), "rb") as f:
+        with open_host_file(paths.sys("firmware", "efi", "efivars", SECURE_BOOT_VAR)) as f:
             return parse_efivar_bool(f.read(64))
     except FileNotFoundError:
         return False  # UEFI without the variable: Secure Boot not supported, so off

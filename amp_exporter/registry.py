@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from amp_exporter.hostpaths import HostPaths
+from amp_exporter.hostpaths import HostPaths, NotRegularFile
 
 if TYPE_CHECKING:
     from amp_exporter.ampcli import AmpcliResult
@@ -332,4 +332,6 @@ def host_error(exc: OSError, what: str) -> CollectorError:
         return CollectorError("permission", f"{what}: permission denied ({exc.filename})")
     if isinstance(exc, FileNotFoundError):
         return CollectorError("missing", f"{what}: not found ({exc.filename})")
+    if isinstance(exc, NotRegularFile):  # what is there cannot be read as the file it names
+        return CollectorError("parse", f"{what}: not a regular file ({exc.filename})")
     return CollectorError("internal", f"{what}: {exc}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -151,12 +152,31 @@ def _host_entries(root: Path) -> list[Path]:
     return out
 
 
-@pytest.mark.parametrize("change", ["vanishes", "is emptied"])
+# A change to one host file, and the error reasons it may give (never 'internal').
+CHANGES = {
+    "vanishes": {"missing"},
+    # as one caught mid-rewrite is; an empty ampcli cannot even start ('exit_status')
+    "is emptied": {"parse", "exit_status"},
+    # open() of a FIFO without a writer blocks forever: it must be refused, not waited on
+    "becomes a FIFO": {"parse", "permission"},
+}
+
+
+def scrape_within(exporter, seconds: float):
+    result = []
+    worker = threading.Thread(target=lambda: result.append(scrape(exporter)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert result, f"the scrape hung for {seconds} s"
+    return result[0]
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
 def test_any_host_file_changing_between_scrapes(host_copy, tmp_path, change):
     """Each file and directory of the example host in turn vanishes (or a file is emptied,
-    as one caught mid-rewrite is), with the exporter already running: every scrape is
-    complete, a collector that fails says why ('missing'; 'parse' for an empty file),
-    and everything is back to healthy once the file is."""
+    or replaced by a FIFO), with the exporter already running: every scrape is complete and
+    prompt, a collector that fails says why, and everything is back to healthy once the
+    file is."""
     root = host_copy("healthy-ebpf-btf")
     exporter = exporter_for(root)
     aside = tmp_path / "aside"
@@ -168,26 +188,25 @@ def test_any_host_file_changing_between_scrapes(host_copy, tmp_path, change):
         for path in _host_entries(root):
             if not (path.exists() or path.is_symlink()):
                 continue  # under a directory already put back whole
-            if change == "is emptied" and (path.is_symlink() or not path.is_file()):
+            if change != "vanishes" and (path.is_symlink() or not path.is_file()):
                 continue
             shutil.move(path, aside)
             if change == "is emptied":
                 path.touch()
                 shutil.copymode(aside, path)
-            s = scrape(exporter)
+            elif change == "becomes a FIFO":
+                os.mkfifo(path, aside.stat().st_mode & 0o777)
+            s = scrape_within(exporter, 10)
             tried += 1
             new = {dict(k)["reason"] for k, v in s["amp_exporter_collector_errors_total"].items()
                    if v > seen.get(k, 0)}
             seen = s["amp_exporter_collector_errors_total"]
-            # A vanished file is 'missing'; an emptied one may fail to 'parse' (an empty
-            # ampcli cannot even start: 'exit_status'); neither is ever 'internal'.
-            allowed = {"missing"} if change == "vanishes" else {"parse", "exit_status"}
-            assert new <= allowed, (path.relative_to(root), new)
+            assert new <= CHANGES[change], (path.relative_to(root), new)
             failed.update(c for c, ok in s.success().items() if not ok)
-            if change == "is emptied":
-                os.replace(aside, path)
-            else:
+            if change == "vanishes":
                 shutil.move(aside, path)
+            else:
+                os.replace(aside, path)
         after = scrape(exporter)
         assert set(after.success().values()) == {1.0}, after.success()
         print(f"{change}: {tried} files tried, collectors that said why: {sorted(failed)}")

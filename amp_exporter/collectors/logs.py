@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass, field
 
 from amp_exporter import connector_files
+from amp_exporter.hostpaths import open_host_file
 from amp_exporter.registry import Collector, counter, gauge, host_error, register
 
 LOG_FILES = {"ampdaemon": "var/log/cisco/ampdaemon.log",
@@ -77,7 +78,7 @@ class LogsCollector(Collector):
                 try:
                     # One open file is the truth for this scrape: stat-then-open could see
                     # one inode and read another if logrotate ran in between.
-                    with open(path, "rb") as handle:
+                    with open_host_file(path) as handle:
                         st = os.fstat(handle.fileno())
                         tail = self._advance(name, handle, st)
                 except FileNotFoundError:

@@ -10,6 +10,7 @@ from typing import Optional
 
 from amp_exporter import connector_files, linux
 from amp_exporter.causes import CauseCollector, Findings
+from amp_exporter.hostpaths import open_host_file
 from amp_exporter.processes import DAEMON, SCAN_SERVICE
 from amp_exporter.registry import CollectorError, gauge, host_error, register
 
@@ -97,7 +98,7 @@ class ScanServiceCollector(CauseCollector):
         if cached and cached[0] == key:
             return cached[1], cached[2]
         try:
-            with open(path, "rb") as f:
+            with open_host_file(path) as f:
                 head = f.read(connector_files.CVD_HEADER_SIZE)
         except OSError as exc:
             raise host_error(exc, "reading definitions") from exc
