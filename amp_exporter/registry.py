@@ -9,6 +9,7 @@ instead of a failed scrape.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -330,8 +331,11 @@ def host_error(exc: OSError, what: str) -> CollectorError:
     """A CollectorError for a host file that could not be read."""
     if isinstance(exc, PermissionError):
         return CollectorError("permission", f"{what}: permission denied ({exc.filename})")
-    if isinstance(exc, FileNotFoundError):
+    if isinstance(exc, FileNotFoundError) or exc.errno == errno.ENOTDIR:
         return CollectorError("missing", f"{what}: not found ({exc.filename})")
-    if isinstance(exc, NotRegularFile):  # what is there cannot be read as the file it names
+    # Something is there, but not a file that can be read as the one it names.
+    if isinstance(exc, NotRegularFile):
         return CollectorError("parse", f"{what}: not a regular file ({exc.filename})")
+    if exc.errno == errno.ELOOP:
+        return CollectorError("parse", f"{what}: a symlink loop ({exc.filename})")
     return CollectorError("internal", f"{what}: {exc}")

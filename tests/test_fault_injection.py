@@ -158,7 +158,9 @@ CHANGES = {
     # as one caught mid-rewrite is; an empty ampcli cannot even start ('exit_status')
     "is emptied": {"parse", "exit_status"},
     # open() of a FIFO without a writer blocks forever: it must be refused, not waited on
-    "becomes a FIFO": {"parse", "permission"},
+    "becomes a FIFO": {"parse", "permission"},  # permission: ampcli cannot be run
+    "becomes a directory": {"parse", "permission"},
+    "becomes a symlink loop": {"parse", "missing", "exit_status"},  # ampcli cannot start
 }
 
 
@@ -196,6 +198,10 @@ def test_any_host_file_changing_between_scrapes(host_copy, tmp_path, change):
                 shutil.copymode(aside, path)
             elif change == "becomes a FIFO":
                 os.mkfifo(path, aside.stat().st_mode & 0o777)
+            elif change == "becomes a directory":
+                path.mkdir()
+            elif change == "becomes a symlink loop":
+                path.symlink_to(path.name)
             s = scrape_within(exporter, 10)
             tried += 1
             new = {dict(k)["reason"] for k, v in s["amp_exporter_collector_errors_total"].items()
@@ -203,7 +209,9 @@ def test_any_host_file_changing_between_scrapes(host_copy, tmp_path, change):
             seen = s["amp_exporter_collector_errors_total"]
             assert new <= CHANGES[change], (path.relative_to(root), new)
             failed.update(c for c, ok in s.success().items() if not ok)
-            if change == "vanishes":
+            if change == "becomes a directory":
+                path.rmdir()
+            if change == "vanishes" or change == "becomes a directory":
                 shutil.move(aside, path)
             else:
                 os.replace(aside, path)

@@ -15,7 +15,7 @@ from typing import Optional
 
 from amp_exporter import sockdiag
 from amp_exporter.hostpaths import read_text
-from amp_exporter.registry import Collector, CollectorError, gauge, register
+from amp_exporter.registry import Collector, CollectorError, gauge, host_error, register
 
 # include/net/tcp_states.h
 TCP_STATES = {
@@ -96,7 +96,7 @@ class NetworkCollector(Collector):
                 except FileNotFoundError:
                     continue
                 except OSError as exc:
-                    raise CollectorError("permission", f"reading {base}: {exc}") from exc
+                    raise host_error(exc, f"reading {base}") from exc
         return states
 
     def _same_netns(self, pid: int) -> bool:
