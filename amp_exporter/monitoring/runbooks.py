@@ -137,8 +137,14 @@ def other_pages(config: Config = DEFAULT) -> dict[str, Page]:
              "lists.",
              "timeout or exit_status on the connector collector: run "
              "`/opt/cisco/amp/bin/ampcli status` by hand; the connector itself may hang.",
-             "parse: a connector version whose output amp-exporter does not understand: "
-             "open an issue with the output."),
+             "parse: ampcli's output or a host file is not what amp-exporter understands "
+             "(a new connector version, a file emptied, or something that is not a file "
+             "where one should be: the log names the path). For a new connector version, "
+             "open an issue with the output.",
+             "missing: a file the collector needs is gone (the log names it); on a host "
+             "being upgraded this clears by itself.",
+             "internal: an unexpected error, an I/O error or a bug in amp-exporter; the log "
+             "line has the details."),
             "Collector still failing with the right privileges: open an issue for "
             "amp-exporter with its log."),
         "CiscoAmpConnectorNotInstalled": Page(
