@@ -154,12 +154,20 @@ class ProcessTable:
     def _classify(self, pid: int, uptime: Optional[float]) -> Optional[tuple[str, int]]:
         """(connector process name, start ticks) for a connector process, else None."""
         try:
-            comm, start = _parse_stat(read_text(self.paths.proc(str(pid), "stat"), 4096))
+            text = read_text(self.paths.proc(str(pid), "stat"), 4096)
+            comm, start = _parse_stat(text)
+            ppid = int(text.rpartition(")")[2].split()[1])
         except (OSError, ValueError, IndexError):
             return None  # gone, or unreadable: not ours to report
-        if uptime is not None and uptime - start / self._ticks < _YOUNG_SECONDS:
+        young = uptime is not None and uptime - start / self._ticks < _YOUNG_SECONDS
+        if young:
             self._recheck.add(pid)
         name = self._connector_name(pid, comm)
+        parent = self._connector.get(ppid)
+        if name and young and parent is not None and parent[2] == name:
+            # A fork of a connector process that has not exec'd yet (the daemon starting
+            # the scan service): neither another instance nor a restart. Look again next time.
+            return None
         return (name, start) if name else None
 
     def _connector_name(self, pid: int, comm: str) -> Optional[str]:
