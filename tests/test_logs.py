@@ -55,6 +55,46 @@ def test_appends_rotation_truncation_and_partial_lines(host_copy):
         exporter.close()
 
 
+
+def test_rotation_loses_no_line(host_copy):
+    """Lines written to the log after the last scrape and before logrotate renames it,
+    and by a daemon still writing to its open fd after the rename, are all counted (the
+    exporter reads them through the handle it kept), the unfinished last line included."""
+    root = host_copy("healthy-ebpf-btf")
+    log = root / "var/log/cisco/ampdaemon.log"
+    exporter = exporter_for(root, "--collector.disable-defaults", "--collector.logs")
+    try:
+        scrape(exporter)
+        daemon = open(log, "ab", buffering=0)  # noqa: SIM115 - the daemon's fd, kept open
+        daemon.write(LINE % b"Error" * 2)
+        assert lines(scrape(exporter), "error") == 2
+        daemon.write(LINE % b"Warning" * 3)  # after the scrape, before the rotation
+        os.rename(log, str(log) + ".1")
+        daemon.write(LINE % b"Notice" + b"Nov 25 05:00:02 host ampdaemon[1187]: Info: cut")
+        log.write_bytes(LINE % b"Debug")  # the new file, after the daemon's reopen
+        daemon.close()
+        s = scrape(exporter)
+        assert (lines(s, "warning"), lines(s, "notice"), lines(s, "info"), lines(s, "debug"),
+                lines(s, "error")) == (3, 1, 1, 1, 2)
+        assert s.value("cisco_amp_log_rotations_total", log="ampdaemon") == 1
+        # Rotated away and not created again for a scrape: its last lines still count.
+        with open(log, "ab") as f:
+            f.write(LINE % b"Critical")
+        os.rename(log, str(log) + ".2")
+        s = scrape(exporter)
+        assert s.value("cisco_amp_log_size_bytes", log="ampdaemon") is None
+        log.write_bytes(LINE % b"Alert")
+        s = scrape(exporter)
+        assert (lines(s, "critical"), lines(s, "alert")) == (1, 1)
+        assert s.value("cisco_amp_log_rotations_total", log="ampdaemon") == 2
+        held = {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                if os.path.exists(f"/proc/self/fd/{fd}")}
+        assert str(log) in held  # one fd per log, on the current file only
+        assert not any(p.endswith((".1", ".2")) for p in held)
+    finally:
+        exporter.close()
+
+
 def test_rotation_racing_the_scrapes_never_miscounts(host_copy):
     """logrotate at any instant relative to a scrape: no line is counted twice or read from
     the middle (which would count it as 'other'), and once rotation stops every new line is

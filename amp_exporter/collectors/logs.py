@@ -1,10 +1,13 @@
 """The connector's logs: size, last write, and lines by level, read incrementally.
 
 Each scrape reads only what was appended since the last one (at most READ_LIMIT
-bytes), so a 200 MB log costs nothing once seen. A new inode is a rotation and a
-shrunk file a truncation: both restart from the top of the new file. The first
-sight of a file starts at its end, so counters begin at 0 rather than replaying
-history.
+bytes), so a 200 MB log costs nothing once seen. The file as last read stays open
+between scrapes (one fd per log, as `tail -F` does): when logrotate renames it away,
+the lines written to it since the last scrape are still read from that handle before
+the new file is read from its top, so a rotation loses no line. A shrunk file is a
+truncation (copytruncate): what was written just before it is gone for every reader.
+The first sight of a file starts at its end, so counters begin at 0 rather than
+replaying history.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
+from typing import BinaryIO, Optional
 
 from amp_exporter import connector_files
 from amp_exporter.hostpaths import open_host_file
@@ -55,6 +59,33 @@ class _Tail:
     partial: bytes = b""
     lines: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*LEVELS, "other"), 0))
     rotations: int = 0
+    handle: Optional[BinaryIO] = None  # the file as last read, kept for its last lines
+
+    def count(self, data: bytes) -> None:
+        chunks = (self.partial + data).split(b"\n")
+        self.partial = chunks.pop()[-65536:]  # an unfinished last line waits for its end
+        for line in chunks:
+            if line:
+                self.lines[line_level(line)] += 1
+
+    def finish_rotated(self) -> None:
+        """Read what was written to the renamed-away file since the last scrape, count its
+        unfinished last line too (nothing will end it now), and let it go."""
+        if self.handle is None:
+            return
+        try:
+            self.handle.seek(self.offset)
+            self.count(self.handle.read(READ_LIMIT))
+        except OSError:
+            pass  # its last lines are lost, as they would be without the handle
+        if self.partial:
+            self.count(b"\n")
+        self.close()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
 
 
 @register
@@ -78,12 +109,22 @@ class LogsCollector(Collector):
                 try:
                     # One open file is the truth for this scrape: stat-then-open could see
                     # one inode and read another if logrotate ran in between.
-                    with open_host_file(path) as handle:
-                        st = os.fstat(handle.fileno())
-                        tail = self._advance(name, handle, st)
+                    handle = open_host_file(path)
                 except FileNotFoundError:
-                    continue  # no log (yet), or rotated away this instant: not a failure
+                    # No log (yet), or rotated away and not created again yet.
+                    if name in self._tails:
+                        self._tails[name].finish_rotated()
+                    continue
                 except OSError as exc:
+                    raise host_error(exc, f"reading {rel}") from exc
+                try:
+                    st = os.fstat(handle.fileno())
+                    tail = self._advance(name, handle, st)
+                except OSError as exc:
+                    tail = self._tails.get(name)
+                    if tail is not None and tail.handle is handle:
+                        tail.handle = None
+                    handle.close()
                     raise host_error(exc, f"reading {rel}") from exc
                 size.add_metric([name], float(st.st_size))
                 modified.add_metric([name], st.st_mtime)
@@ -92,24 +133,31 @@ class LogsCollector(Collector):
                 rotations.add_metric([name], float(tail.rotations))
         return [size, modified, lines, rotations]
 
-    def _advance(self, name: str, handle, st: os.stat_result) -> _Tail:
+    def _advance(self, name: str, handle: BinaryIO, st: os.stat_result) -> _Tail:
+        """Count the lines appended since the last scrape; HANDLE becomes the tail's."""
         tail = self._tails.get(name)
         if tail is None:
             tail = self._tails[name] = _Tail(inode=st.st_ino, offset=st.st_size)
-            return tail
-        if st.st_ino != tail.inode or st.st_size < tail.offset:
+        elif st.st_ino != tail.inode:  # renamed away (logrotate's default), a new file here
+            tail.finish_rotated()  # unless let go already, when the log was absent a while
             tail.inode, tail.offset, tail.partial = st.st_ino, 0, b""
             tail.rotations += 1
-        if st.st_size == tail.offset:
-            return tail
-        handle.seek(tail.offset)
-        # Up to the size seen in fstat: what is appended after it belongs to the next scrape,
-        # so size and lines agree.
-        data = handle.read(min(READ_LIMIT, st.st_size - tail.offset))
-        tail.offset += len(data)
-        chunks = (tail.partial + data).split(b"\n")
-        tail.partial = chunks.pop()[-65536:]  # an unfinished last line waits for its end
-        for line in chunks:
-            if line:
-                tail.lines[line_level(line)] += 1
+        elif st.st_size < tail.offset:  # truncated in place (copytruncate)
+            tail.offset, tail.partial = 0, b""
+            tail.rotations += 1
+        if tail.handle is not handle:
+            tail.close()
+            tail.handle = handle
+        if st.st_size > tail.offset:
+            handle.seek(tail.offset)
+            # Up to the size seen in fstat: what is appended after it belongs to the next
+            # scrape, so size and lines agree.
+            data = handle.read(min(READ_LIMIT, st.st_size - tail.offset))
+            tail.offset += len(data)
+            tail.count(data)
         return tail
+
+    def close(self) -> None:
+        with self._lock:
+            for tail in self._tails.values():
+                tail.close()
