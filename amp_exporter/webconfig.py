@@ -25,7 +25,6 @@ rather than silently weakened.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import os
 import re
@@ -209,7 +208,7 @@ def _tls(section: dict, base: str) -> Optional[TLSConfig]:
                              "accepted without verification) is not supported: use "
                              "VerifyClientCertIfGiven or RequireAndVerifyClientCert with "
                              "client_ca_file")
-    if auth not in CLIENT_AUTH:
+    if not isinstance(auth, str) or auth not in CLIENT_AUTH:  # a list is not hashable
         raise WebConfigError(f"tls_server_config.client_auth_type: {auth!r} is not one of "
                              f"{', '.join(CLIENT_AUTH)}")
     ca = path("client_ca_file")
@@ -229,7 +228,7 @@ def _tls(section: dict, base: str) -> Optional[TLSConfig]:
         if value in ("TLS10", "TLS11"):
             raise WebConfigError(f"tls_server_config.{name}: {value} is not supported "
                                  "(TLS12 or TLS13)")
-        if value not in VERSIONS:
+        if not isinstance(value, str) or value not in VERSIONS:  # a list is not hashable
             raise WebConfigError(f"tls_server_config.{name}: {value!r} is not TLS12 or TLS13")
         versions[name] = value
     if VERSIONS[versions["min_version"]] > VERSIONS[versions["max_version"]]:
@@ -298,6 +297,10 @@ def parse(text: str, base_dir: str = ".") -> WebConfig:
         raise WebConfigError(f"not valid YAML: {exc}".replace("\n", " ")) from exc
     except RecursionError as exc:  # PyYAML's composer recurses per nesting level
         raise WebConfigError("not valid YAML: nested too deeply") from exc
+    except Exception as exc:  # PyYAML's constructors let their own errors out: ValueError
+        # (`2001-13-45`, `!!int x`), IndexError (`!!int`), AttributeError (`!!timestamp x`)
+        raise WebConfigError(f"not valid YAML: {type(exc).__name__}: {exc}".replace(
+            "\n", " ")) from exc
     data = _mapping(data, "top level")
     for key in data:
         if key in UNSUPPORTED:
@@ -394,7 +397,7 @@ class BasicAuth:
             return None
         try:
             decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, and a non-ASCII token
             return None
         user, sep, password = decoded.partition(":")
         return (user, password) if sep else None

@@ -11,11 +11,18 @@ Found and fixed with these tests (regressions kept as @example):
   the ampcli lock, so every scrape hung), and plain ValueError from int() on a fault ID
   or count of more than 4,300 digits;
 - processes._parse_stat: IndexError on a short stat line;
-- bpfsys.possible_cpus: UnicodeDecodeError on non-UTF-8 bytes, negative counts for '3-1'.
+- bpfsys.possible_cpus: UnicodeDecodeError on non-UTF-8 bytes, negative counts for '3-1';
+- webconfig.parse: PyYAML's own ValueError, IndexError and AttributeError escaped on
+  `a: 2001-13-45`, `0: !!int` or `a: !!timestamp x` (a traceback at start-up instead of
+  exit 2 naming the problem), and a TypeError on a list as client_auth_type, min_version
+  or max_version;
+- webconfig.BasicAuth.credentials: ValueError on a non-ASCII token ('BASIC \x80'), so the
+  request failed instead of getting 401.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import re
 import string
@@ -27,6 +34,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -571,6 +579,256 @@ def test_deeply_nested_web_config_is_a_web_config_error(text):
     # PyYAML recurses per nesting level: a RecursionError escaped as a traceback.
     with pytest.raises(webconfig.WebConfigError, match=r"not valid YAML"):
         webconfig.parse(text)
+
+
+# -- web config (exporter-toolkit YAML) and the Authorization header -----------------------
+
+_TLS_KEYS = sorted(webconfig.TLS_FIELDS | {"cert", "key", "client_ca", "curve_preferences"})
+_HASH_CHARS = "./" + string.ascii_letters + string.digits
+WEB_WORDS = sorted({*webconfig.TOP_LEVEL, "rate_limit", *_TLS_KEYS, *webconfig.HTTP_FIELDS,
+                    *webconfig.CLIENT_AUTH, *webconfig.CLIENT_AUTH_UNSUPPORTED,
+                    *webconfig.VERSIONS, "TLS10", "TLS11", *webconfig.CIPHER_SUITES,
+                    *webconfig.HEADERS, "nosniff", "deny", "sameorigin", "cert.pem",
+                    "$2y$10$" + "a" * 53})
+YAML_FRAGMENTS = [*WEB_WORDS, ":", ": ", "  ", "- ", "[", "]", "{", "}", ",", "'", '"', "#",
+                  "&a ", "*a", "<<: ", "? ", "|", ">", "!!binary ", "!!int ", "!!set ", "~",
+                  "null", "true", "0x1F", "1e3", ".inf", "2001-12-14", "2001-13-45",
+                  "2001-12-14 21:59:43 +99:00", "12:30:00", "\t", "%YAML 1.1\n", "---", "..."]
+# Scalars as a person types them, which YAML resolves to ints, timestamps, binary, ...
+RAW_SCALARS = ["x", "''", "~", "[]", "{}", "[TLS12]", "{a: 1}", "0x1F", "0o17", "1_000", "1e3",
+               "-.inf", ".nan", "2001-12-14", "2001-13-45", "2001-12-14 21:59:43 +99:00",
+               "2001-12-14t21:59:43.10-05:00", "12:30:00", "!!binary aGk=", "!!binary x",
+               "!!int x", "!!float x", "!!set {a}", "!!timestamp x", "!!python/name:os.system",
+               "&a x", "*a", "[&b x, *b]", "<<: *a", "'q'", '"\\x00"', "|", "TLS13",
+               "NoClientCert", "cert.pem"]
+YAML_LINE = st.tuples(
+    st.sampled_from(["", "", "", "  ", "    ", "- ", "  - "]),
+    st.one_of(st.sampled_from(WEB_WORDS), st.text(max_size=4)),
+    st.sampled_from([": ", ":", " : ", ""]),
+    st.one_of(st.sampled_from(RAW_SCALARS), st.text(max_size=6))).map("".join)
+YAML_TEXT = st.one_of(
+    st.lists(st.tuples(st.one_of(st.sampled_from(WEB_WORDS), st.text(max_size=4)),
+                       st.sampled_from(RAW_SCALARS)), min_size=1, max_size=4).map(
+        lambda rows: "".join(f"{k}: {v}\n" for k, v in rows)),  # a flat mapping: valid YAML
+    st.lists(YAML_LINE, max_size=8).map("\n".join))
+YAML_KEY = st.one_of(st.sampled_from(WEB_WORDS), st.text(max_size=8), st.integers(),
+                     st.booleans(), st.none())
+YAML_VALUE = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12),
+              st.sampled_from(WEB_WORDS)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(YAML_KEY, inner, max_size=5)),
+    max_leaves=12)
+# Python values shaped like a web config, wrong in every possible place.
+YAML_TREE = st.one_of(YAML_VALUE, st.fixed_dictionaries({}, optional={
+    "tls_server_config": st.one_of(YAML_VALUE, st.dictionaries(st.sampled_from(_TLS_KEYS),
+                                                               YAML_VALUE, max_size=8)),
+    "http_server_config": st.one_of(YAML_VALUE, st.fixed_dictionaries({}, optional={
+        "headers": st.one_of(YAML_VALUE, st.dictionaries(
+            st.one_of(st.sampled_from(sorted(webconfig.HEADERS)), YAML_KEY), YAML_VALUE,
+            max_size=4)),
+        "http2": YAML_VALUE})),
+    "basic_auth_users": st.one_of(YAML_VALUE, st.dictionaries(YAML_KEY, YAML_VALUE,
+                                                              max_size=3)),
+    "rate_limit": YAML_VALUE}))
+
+
+def _dumped(style: tuple, value) -> str:
+    flow, unicode = style
+    return yaml.safe_dump(value, sort_keys=False, default_flow_style=flow,
+                          allow_unicode=unicode)
+
+
+def _check_web_config(config: webconfig.WebConfig) -> None:
+    """What a WebConfig that parse() accepted may hold."""
+    if config.tls is not None:
+        assert config.tls.cert_file and config.tls.key_file
+        assert config.tls.client_auth_type in webconfig.CLIENT_AUTH
+        assert webconfig.VERSIONS[config.tls.min_version] <= \
+            webconfig.VERSIONS[config.tls.max_version]
+        assert set(config.tls.cipher_suites) <= set(webconfig.CIPHER_SUITES)
+    assert all(name in webconfig.HEADERS and "\n" not in value and "\r" not in value
+               for name, value in config.headers)
+    assert all(user and ":" not in user and webconfig.BCRYPT_HASH.match(hashed)
+               for user, hashed in config.users.items())
+
+
+@given(st.one_of(ANY_TEXT, lines_of(YAML_FRAGMENTS), YAML_TEXT))
+@example("0: !!int")  # IndexError out of PyYAML
+@example("0: !!int ;")  # ValueError out of PyYAML
+@example("a: 2001-13-45")  # ValueError: month must be in 1..12
+@example("a: !!timestamp x")  # AttributeError out of PyYAML
+@example("a: " + "1" * 5000)  # ValueError: int() refuses > 4300 digits
+def test_web_config_text_is_a_config_or_a_web_config_error(text):
+    config = only_raises(webconfig.parse, webconfig.WebConfigError, text, "/etc/x")
+    if config is not None:
+        _check_web_config(config)
+
+
+# Printable text: what a person writes in a config file (YAML quotes what it must; its line
+# breaks, NEL and U+2028/9 included, are folded in some styles, so not those).
+PRINTABLE = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1,
+                    max_size=20)
+BCRYPT = st.builds(lambda variant, cost, rest: f"$2{variant}${cost:02d}${rest}",
+                   st.sampled_from("aby"), st.integers(4, 31),
+                   st.text(_HASH_CHARS, min_size=53, max_size=53))
+_ORDER = {"TLS12": 0, "TLS13": 1}
+CASES = st.sampled_from([str, str.lower, str.upper, str.title])
+VERSION_PAIRS = [(lo, hi) for lo in (None, "TLS12", "TLS13") for hi in (None, "TLS12", "TLS13")
+                 if _ORDER[lo or "TLS12"] <= _ORDER[hi or "TLS13"]]
+
+
+@st.composite
+def web_configs(draw, tls_section: bool | None = None):
+    """(value to dump as YAML, base directory, the WebConfig fields it must give)."""
+    base = draw(st.sampled_from(["/etc/amp-exporter", ".", "conf dir/sub", "/"]))
+
+    def path(name: str) -> str:  # relative names are read from the config file's directory
+        return name if name.startswith("/") else f"{base.rstrip('/')}/{name}"
+
+    config: dict = {}
+    tls = None
+    if tls_section or (tls_section is None and draw(st.booleans())):
+        cert, key = draw(PRINTABLE), draw(PRINTABLE)
+        section: dict = {"cert_file": cert, "key_file": key}
+        auth = draw(st.sampled_from([None, "", *webconfig.CLIENT_AUTH]))
+        if auth is not None:
+            section["client_auth_type"] = auth
+        auth = auth or "NoClientCert"
+        ca, sans = None, ()
+        if auth != "NoClientCert":
+            ca = draw(PRINTABLE)
+            section["client_ca_file"] = ca
+        if auth == "RequireAndVerifyClientCert" and draw(st.booleans()):
+            sans = tuple(draw(st.lists(PRINTABLE, max_size=3)))
+            section["client_allowed_sans"] = list(sans)
+        low, high = draw(st.sampled_from(VERSION_PAIRS))
+        section.update({k: v for k, v in (("min_version", low), ("max_version", high))
+                        if v is not None or draw(st.booleans())})  # absent, or null
+        suites = draw(st.one_of(st.none(), st.lists(st.sampled_from(
+            sorted(webconfig.CIPHER_SUITES)), max_size=4)))
+        if suites is not None:
+            section["cipher_suites"] = suites
+        prefer = draw(st.one_of(st.none(), st.booleans()))
+        if prefer is not None:
+            section["prefer_server_cipher_suites"] = prefer
+        config["tls_server_config"] = dict(draw(st.permutations(list(section.items()))))
+        tls = webconfig.TLSConfig(
+            cert_file=path(cert), key_file=path(key), client_auth_type=auth,
+            client_ca_file=ca and path(ca), client_allowed_sans=sans,
+            min_version=low or "TLS12", max_version=high or "TLS13",
+            cipher_suites=tuple(suites or ()), prefer_server_cipher_suites=prefer is not False)
+    elif draw(st.booleans()):
+        config["tls_server_config"] = draw(st.sampled_from([None, {}]))
+    headers: list[tuple[str, str]] = []
+    http2 = None
+    if draw(st.booleans()):
+        http: dict = {}
+        for name in draw(st.lists(st.sampled_from(sorted(webconfig.HEADERS)), unique=True)):
+            choices = webconfig.HEADERS[name]
+            value = draw(PRINTABLE if choices is None else
+                         st.sampled_from(sorted(choices)).map(draw(CASES)))
+            http.setdefault("headers", {})[draw(CASES)(name)] = value
+            headers.append((name, value))
+        http2 = draw(st.one_of(st.none(), st.booleans()))
+        if http2 is not None:
+            http["http2"] = http2
+        config["http_server_config"] = http or None
+    users = draw(st.dictionaries(PRINTABLE.filter(lambda u: ":" not in u), BCRYPT, max_size=3))
+    if users or draw(st.booleans()):
+        config["basic_auth_users"] = users or None
+    config = dict(draw(st.permutations(list(config.items()))))
+    return config, base, (tls, tuple(headers), users, http2 is True)
+
+
+# Where a field may be changed in a valid config, and the field names each place knows.
+_WEB_PLACES = {(): sorted(webconfig.TOP_LEVEL | {"rate_limit"}),
+               ("tls_server_config",): sorted(webconfig.TLS_FIELDS),
+               ("http_server_config",): sorted(webconfig.HTTP_FIELDS),
+               ("http_server_config", "headers"): sorted(webconfig.HEADERS),
+               ("basic_auth_users",): ["prometheus"]}
+
+
+@st.composite
+def mutated_web_configs(draw):
+    """A valid config with one to three fields removed, or set to any value: the checks
+    deep inside each section are reached, not only the first one."""
+    config = draw(web_configs(tls_section=draw(st.integers(0, 3)) > 0))[0]
+    for _ in range(draw(st.integers(1, 3))):
+        # tls_server_config has the most checks: it is changed most often
+        place = draw(st.sampled_from([*sorted(_WEB_PLACES), *[("tls_server_config",)] * 3]))
+        node = config
+        for key in place:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        if node and draw(st.sampled_from(["remove", "set", "set", "set"])) == "remove":
+            del node[draw(st.sampled_from(list(node)))]
+        else:
+            fields = st.sampled_from(_WEB_PLACES[place])
+            key = draw(st.one_of(fields, fields, fields, YAML_KEY))  # mostly a known field
+            node[key] = draw(st.one_of(  # any value, and often a wrong type
+                YAML_VALUE, st.lists(YAML_VALUE, min_size=1, max_size=3),
+                st.dictionaries(YAML_KEY, YAML_VALUE, min_size=1, max_size=3)))
+    return config
+
+
+@given(st.one_of(YAML_TREE, mutated_web_configs()),
+       st.tuples(st.sampled_from([None, True, False]), st.booleans()))
+@example({"tls_server_config": {"cert_file": "0", "key_file": "0", "client_auth_type": [None]}},
+         (None, False))  # TypeError: unhashable type: 'list'
+@example({"tls_server_config": {"cert_file": "0", "key_file": "0", "max_version": [None]}},
+         (None, False))
+def test_web_config_structures_are_a_config_or_a_web_config_error(value, style):
+    config = only_raises(webconfig.parse, webconfig.WebConfigError, _dumped(style, value),
+                         "/etc/x")
+    if config is not None:
+        _check_web_config(config)
+
+
+@given(web_configs(), st.tuples(st.sampled_from([None, True, False]), st.booleans()))
+def test_web_config_round_trips(case, style):
+    value, base, (tls, headers, users, warned) = case
+    config = webconfig.parse(_dumped(style, value), base)
+    assert config.tls == tls
+    assert config.headers == headers
+    assert config.users == users
+    assert len(config.warnings) == warned
+
+
+AUTH_FRAGMENTS = ["Basic", "basic", "BASIC", "Bearer", " ", "\t", "dXNlcjpwYXNz", "dXNlcg==",
+                  "Og==", "=", "==", ":", "/+", "w6k6w6k=", "\u00e9", "\x00", "\r\n"]
+
+
+@given(st.one_of(
+    st.none(), ANY_TEXT,
+    st.lists(st.one_of(st.sampled_from(AUTH_FRAGMENTS), st.text(max_size=3)),
+             max_size=8).map("".join),
+    st.tuples(st.sampled_from(["Basic ", "basic  ", "Basic\t"]), st.binary(max_size=30),
+              st.sampled_from(["", " ", "\u00e9", "=", "\x00"])).map(
+        lambda t: t[0] + base64.b64encode(t[1]).decode() + t[2])))
+@example("BASIC \x80")  # ValueError from b64decode: a non-ASCII token
+def test_authorization_header_is_credentials_or_none(header):
+    creds = webconfig.BasicAuth.credentials(header)
+    if creds is not None:
+        user, password = creds
+        assert isinstance(user, str) and isinstance(password, str) and ":" not in user
+        assert header.strip()[:6].lower() == "basic "
+
+
+CREDENTIAL = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=":"),
+               max_size=20), CREDENTIAL, st.sampled_from(["Basic", "basic", "BASIC", "bAsIc"]),
+       st.text(" \t", max_size=3), st.text(" \t", max_size=3), st.text(" \t", max_size=3))
+def test_authorization_header_round_trips(user, password, scheme, lead, gap, trail):
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    assert webconfig.BasicAuth.credentials(f"{lead}{scheme} {gap}{token}{trail}") == (
+        user, password)
+    assert webconfig.BasicAuth.credentials(f"Bearer {token}") is None
+    no_colon = base64.b64encode(user.encode()).decode()  # no ':': not user:password
+    assert webconfig.BasicAuth.credentials(f"{scheme} {no_colon}") is None
 
 
 # -- sock_diag ------------------------------------------------------------------------------
