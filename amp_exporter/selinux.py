@@ -36,12 +36,16 @@ def parse_config(text: str) -> dict[str, str]:
 
 
 def state(paths: HostPaths) -> Optional[SELinuxState]:
-    """None when SELinux is absent (no selinuxfs and no config)."""
+    """None when SELinux is absent (no selinuxfs and no config). ValueError when selinuxfs
+    says neither 0 nor 1, or SELINUXTYPE cannot be a store's directory name."""
     try:
         config = parse_cached(paths.root("etc", "selinux", "config"), parse_config)
     except FileNotFoundError:
         config = {}
     policy_type = config.get("SELINUXTYPE", "targeted") or "targeted"
+    if "/" in policy_type or "\0" in policy_type or policy_type in (".", ".."):
+        # A NUL made module_state() raise ValueError, and a '/' would read another directory.
+        raise ValueError(f"SELINUXTYPE {policy_type[:20]!r} is not a policy name")
     try:
         value = read_first_line(paths.sys("fs", "selinux", "enforce"))
         if value not in ("0", "1"):

@@ -17,7 +17,10 @@ Found and fixed with these tests (regressions kept as @example):
   exit 2 naming the problem), and a TypeError on a list as client_auth_type, min_version
   or max_version;
 - webconfig.BasicAuth.credentials: ValueError on a non-ASCII token ('BASIC \x80'), so the
-  request failed instead of getting 401.
+  request failed instead of getting 401;
+- selinux.state: a NUL in SELINUXTYPE made module_state raise ValueError (the collector
+  failed as 'internal', not 'parse'); a SELINUXTYPE that cannot be a directory name is
+  now refused by state() itself.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import re
+import stat
 import string
 import tempfile
 import time
@@ -49,6 +53,7 @@ from amp_exporter import (
     webconfig,
 )
 from amp_exporter.ampcli import OUTPUT_LIMIT
+from amp_exporter.catalog import SELINUX_MODULE
 from amp_exporter.collectors.logs import LEVELS, line_level
 from amp_exporter.collectors.network import parse_proc_net_tcp
 from amp_exporter.hostpaths import HostPaths
@@ -349,6 +354,166 @@ def test_selinux_config_round_trips(values, quote):
     for k, v in values.items():
         expected[k.upper()] = v
     assert selinux.parse_config(text) == expected
+
+
+# -- SELinux state and module store, over a host tree ----------------------------------------
+
+DIR = "<a directory>"  # in a tree description: make a directory here, not a file
+MODULE = SELINUX_MODULE
+# Path parts of a module store, each level's choices: layouts right, wrong and half made.
+STORE_PARTS = [["var/lib/selinux", "etc/selinux"], ["targeted", "mls"], ["active"],
+               ["modules"], ["100", "400", "disabled", "tmp", "\u0663"],
+               [MODULE, "other", MODULE + ".pp"], ["cil", "hll"]]
+STORE_ENTRIES = st.lists(st.tuples(
+    st.lists(st.integers(0, 4), min_size=1, max_size=len(STORE_PARTS)),
+    st.sampled_from([DIR, b"", b"x"])), max_size=12)
+
+
+def _make_tree(root: Path, files: dict[str, object]) -> None:
+    """Files (bytes) and directories (DIR) under root; an entry a file or directory already
+    made stands in the way of is left out (as it could not exist on a host either)."""
+    for rel, data in files.items():
+        path = root / rel
+        with contextlib.suppress(OSError, ValueError):  # ValueError: a NUL in the name
+            if data == DIR:
+                path.mkdir(parents=True, exist_ok=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+
+
+def _store_tree(entries, tree: dict[str, object]) -> dict[str, object]:
+    for choices, data in entries:
+        parts = [STORE_PARTS[level][i % len(STORE_PARTS[level])]
+                 for level, i in enumerate(choices)]
+        tree.setdefault("/".join(parts), data)
+    return tree
+
+
+SELINUX_CONFIG_FRAGMENTS = ["SELINUX", "SELINUXTYPE", "=", "enforcing", "permissive",
+                            "targeted", "mls", "#", '"', "'", " ", "/", "..", "\x00", "\u00e9"]
+# KEY=value lines whose values are anything: what a hand-edited config may say.
+SELINUX_CONFIG_LINES = st.lists(st.tuples(
+    st.sampled_from(["SELINUX", "SELINUXTYPE", "selinuxtype", " SELINUXTYPE ", "#SELINUX"]),
+    st.sampled_from(["=", " = "]),
+    st.lists(st.one_of(st.sampled_from(SELINUX_CONFIG_FRAGMENTS), st.text(max_size=3)),
+             max_size=4).map("".join)).map("".join), max_size=4).map("\n".join)
+
+
+@given(enforce=st.one_of(st.sampled_from([None, b"0", b"1\n", b" 1 \r\n", b"\xc2\xa00", b"2"]),
+                         st.just(DIR), st.binary(max_size=12)),
+       config=st.one_of(SELINUX_CONFIG_LINES.map(str.encode), st.none(), st.just(DIR),
+                        st.binary(max_size=100),
+                        lines_of(SELINUX_CONFIG_FRAGMENTS).map(str.encode)),
+       store=STORE_ENTRIES)
+@example(enforce=b"1", config=b"SELINUXTYPE=x\x00y\n", store=[])  # module_state: ValueError
+def test_selinux_state_and_module_store_give_documented_answers(scratch, enforce, config, store):
+    """state(): None, an SELinuxState, ValueError (selinuxfs says neither 0 nor 1, or
+    SELINUXTYPE cannot name a directory) or OSError (a file that cannot be read);
+    module_state(): installed, disabled, missing or OSError. The collector maps exactly
+    these to its answers and error reasons."""
+    with tempfile.TemporaryDirectory(dir=scratch) as d:
+        root = Path(d)
+        tree: dict[str, object] = {}
+        if enforce is not None:
+            tree["sys/fs/selinux/enforce"] = enforce
+        if config is not None:
+            tree["etc/selinux/config"] = config
+        _make_tree(root, _store_tree(store, tree))  # a store entry in their way is left out
+        paths = HostPaths(str(root))
+        state = only_raises(selinux.state, (ValueError, OSError), paths)
+        try:  # the config is read first: a file, or none (a store entry may block the path)
+            config_readable = stat.S_ISREG((root / "etc/selinux/config").stat().st_mode)
+        except FileNotFoundError:
+            config_readable = True
+        except OSError:
+            config_readable = False
+        if isinstance(enforce, bytes) and config_readable:
+            first = _decoded(enforce).split("\n", 1)[0].strip()
+            if first not in ("0", "1"):
+                assert state is None  # it raised the ValueError
+            elif state is None:  # only a type that cannot be a store's directory refuses it
+                policy = selinux.parse_config(_decoded(config or b"")).get("SELINUXTYPE", "")
+                assert "/" in policy or "\0" in policy or policy in (".", "..")
+            else:
+                assert state == selinux.SELinuxState(
+                    first == "1", state.policy_type, "selinuxfs")
+        if state is None:
+            return
+        assert state.policy_type and state.source in ("selinuxfs", "config")
+        for name in (MODULE, "other"):
+            answer = only_raises(selinux.module_state, OSError, paths, state.policy_type, name)
+            assert answer in ("installed", "disabled", "missing", None)
+
+
+# One store's content: which of the module's traces it holds (all: `semodule -d` leaves the
+# module in place and adds the marker).
+STORE_CONTENT = st.one_of(st.none(), st.fixed_dictionaries({
+    "installed": st.booleans(), "disabled": st.booleans(), "others": st.booleans(),
+    "priority": st.sampled_from(["100", "200", "400"])}))
+
+
+@given(policy=st.sampled_from(["targeted", "mls", "minimum"]),
+       rhel8=STORE_CONTENT, rhel7=STORE_CONTENT, decoy=STORE_CONTENT,
+       name=st.one_of(st.just(MODULE), st.from_regex(r"[a-z][a-z0-9_-]{0,20}", fullmatch=True)))
+def test_selinux_module_store_round_trips(scratch, policy, rhel8, rhel7, decoy, name):
+    """RHEL 8+ (var/lib/selinux) is read before RHEL 7 (etc/selinux); a store that holds no
+    trace of the module lets the next one answer; another policy type's store never does."""
+    other_policy = "mls" if policy != "mls" else "targeted"
+    tree: dict[str, object] = {}
+    for store, policy_type, content in (("var/lib/selinux", policy, rhel8),
+                                        ("etc/selinux", policy, rhel7),
+                                        ("var/lib/selinux", other_policy, decoy),
+                                        ("etc/selinux", other_policy, decoy)):
+        if content is None:
+            continue
+        modules = f"{store}/{policy_type}/active/modules"
+        tree[modules] = DIR
+        if content["installed"]:
+            for part in ("cil", "hll", "lang_ext"):
+                tree[f"{modules}/{content['priority']}/{name}/{part}"] = b"x"
+        if content["disabled"]:
+            tree[f"{modules}/disabled/{name}"] = b""
+        if content["others"]:  # not the module: other modules, files, a non-priority dir
+            tree[f"{modules}/100/{name}x/cil"] = b"x"
+            tree[f"{modules}/300/{name}"] = b"x"
+            tree[f"{modules}/400/{name}.pp"] = b"x"
+            tree[f"{modules}/tmp/{name}/cil"] = b"x"
+            tree[f"{modules}/disabled/{name}x"] = b""
+    expected = "missing"
+    for content in (rhel8, rhel7):
+        if content and (content["disabled"] or content["installed"]):
+            expected = "disabled" if content["disabled"] else "installed"
+            break
+    with tempfile.TemporaryDirectory(dir=scratch) as d:
+        _make_tree(Path(d), tree)
+        assert selinux.module_state(HostPaths(d), policy, name) == expected
+
+
+@given(enforce=st.sampled_from([None, "0", "1"]),
+       config=st.one_of(st.none(), st.fixed_dictionaries({}, optional={
+           "SELINUX": st.sampled_from(["enforcing", "permissive", "disabled", "Enforcing"]),
+           "SELINUXTYPE": st.sampled_from(["targeted", "mls", "minimum", ""])})),
+       case=st.sampled_from([str.upper, str.lower]),
+       quote=st.sampled_from(["", '"', "'"]), end=st.sampled_from(["\n", "\r\n", ""]))
+def test_selinux_state_round_trips(scratch, enforce, config, case, quote, end):
+    tree: dict[str, object] = {}
+    if enforce is not None:
+        tree["sys/fs/selinux/enforce"] = f"{enforce}{end}".encode()
+    if config is not None:
+        tree["etc/selinux/config"] = ("# SELINUX=enforcing\n\n" + "".join(
+            f"{case(k)}={quote}{v}{quote}{end or chr(10)}" for k, v in config.items())).encode()
+    policy = (config or {}).get("SELINUXTYPE") or "targeted"
+    if enforce is not None:
+        expected = selinux.SELinuxState(enforce == "1", policy, "selinuxfs")
+    elif config:  # no selinuxfs: the config, when it says anything
+        expected = selinux.SELinuxState(config.get("SELINUX") in ("enforcing", "Enforcing"),
+                                        policy, "config")
+    else:
+        expected = None
+    with tempfile.TemporaryDirectory(dir=scratch) as d:
+        _make_tree(Path(d), tree)
+        assert selinux.state(HostPaths(d)) == expected
 
 
 # -- connector files: global.xml, policy.xml, .cvd headers ----------------------------------
