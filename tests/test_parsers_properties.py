@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import math
 import re
 import stat
 import string
@@ -34,12 +35,13 @@ import tempfile
 import time
 import types
 import xml.etree.ElementTree as ET
+from datetime import datetime
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from amp_exporter import (
@@ -58,7 +60,7 @@ from amp_exporter.collectors.logs import LEVELS, line_level
 from amp_exporter.collectors.network import parse_proc_net_tcp
 from amp_exporter.hostpaths import HostPaths
 from amp_exporter.processes import ProcessTable, _parse_stat
-from amp_exporter.status import StatusParseError, parse_status
+from amp_exporter.status import StatusParseError, parse_scan_time, parse_status
 
 # ~200 inputs per property keeps the whole file near 20 s; no example database on disk.
 settings.register_profile("amp", max_examples=200, deadline=None, database=None,
@@ -240,6 +242,39 @@ def test_status_round_trips(case):
     assert {i: (f.severity, f.message) for i, f in status.faults.items()} == h["faults"]
     assert sum(status.fault_counts.values()) == len(h["faults"])
     assert status.last_scan_timestamp is not None
+
+
+SCAN_FRAGMENTS = ["2023", "-", "06", "6", "19", "1969-12-31", "0000", "9999", " ", ":", "00",
+                  "02", "12", "13", "23", "24", "59", "60", "61", "PM", "am", "\u00a0", "+0000",
+                  "Z", "T", ".5", "%p", "\u0663"]
+
+
+@given(st.one_of(st.none(), ANY_TEXT, lines_of(SCAN_FRAGMENTS)))
+@example("1969-12-31 23:59:59")  # mktime() is -1 here: a time, not an error
+@example("9999-12-31 11:59:59 PM")
+def test_scan_time_is_a_time_or_none(value):
+    when = parse_scan_time(value)
+    assert when is None or (isinstance(when, float) and math.isfinite(when))
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59))
+       .map(lambda d: d.replace(microsecond=0)),
+       st.booleans(), st.booleans(), st.sampled_from([str.upper, str.lower, str.capitalize]),
+       st.text(" \t\n\u00a0\u3000", min_size=1, max_size=3),  # whitespace runs are one space
+       st.text(" \t\n\u00a0\u3000", min_size=1, max_size=3), st.text(" \t", max_size=2))
+@example(datetime(2023, 6, 19, 0, 2, 3), True, True, str.upper, " ", " ", "")  # 12:02:03 AM
+@example(datetime(2023, 6, 19, 12, 2, 3), True, False, str.lower, " ", " ", "")  # 12:2:3 pm
+@example(datetime(1969, 12, 31, 23, 59, 59), False, True, str.upper, " ", " ", "")
+def test_scan_time_round_trips(when, twelve, padded, case, gap, gap_ampm, around):
+    assume(datetime.fromtimestamp(when.timestamp()) == when)  # not in a DST gap (local time)
+    z = "02d" if padded else "d"
+    hour = (when.hour % 12 or 12) if twelve else when.hour
+    text = (f"{when.year:04d}-{when.month:{z}}-{when.day:{z}}{gap}"
+            f"{hour:{z}}:{when.minute:{z}}:{when.second:{z}}")
+    if twelve:
+        text += gap_ampm + case("AM" if when.hour < 12 else "PM")
+    seconds = parse_scan_time(around + text + around)
+    assert seconds is not None and datetime.fromtimestamp(seconds) == when
 
 
 # -- etc/passwd, etc/group, login.defs ------------------------------------------------------
