@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import math
+import os
 import re
 import stat
 import string
@@ -35,6 +36,7 @@ import tempfile
 import time
 import types
 import xml.etree.ElementTree as ET
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
@@ -43,6 +45,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
+from test_restarts import exporter_for
 
 from amp_exporter import (
     accounts,
@@ -56,7 +59,7 @@ from amp_exporter import (
 )
 from amp_exporter.ampcli import OUTPUT_LIMIT
 from amp_exporter.catalog import SELINUX_MODULE
-from amp_exporter.collectors.logs import LEVELS, line_level
+from amp_exporter.collectors.logs import LEVELS, LOG_FILES, line_level
 from amp_exporter.collectors.network import parse_proc_net_tcp
 from amp_exporter.hostpaths import HostPaths
 from amp_exporter.processes import ProcessTable, _parse_stat
@@ -719,6 +722,179 @@ LEVEL_WORDS = {**{lv: lv for lv in LEVELS}, "err": "error", "warn": "warning",
 def test_log_level_round_trips(word, case, message):
     line = b"Nov 25 04:12:01 host ampdaemon[1187]: " + case(word).encode() + b": " + message
     assert line_level(line) == LEVEL_WORDS[word]
+
+
+# -- the logs collector: incremental reading -------------------------------------------------
+
+_LOG_LINE = b"Nov 25 04:12:01 host ampdaemon[1187]: %s: message"
+# A chunk appended in one write: lines of any level, junk, empty lines, and a last line that
+# may be left unfinished (no newline yet).
+LOG_CHUNK = st.lists(st.tuples(
+    st.one_of(st.sampled_from(sorted(LEVEL_WORDS)).map(
+        lambda w: _LOG_LINE % w.capitalize().encode()),
+        st.binary(max_size=10).map(lambda b: b.replace(b"\n", b""))),
+    st.sampled_from([b"\n", b"\r\n", b""])), min_size=1, max_size=4).map(
+    lambda rows: b"".join(a + b for a, b in rows))
+LOG_CHANGES = st.lists(st.one_of(
+    st.tuples(st.just("append"), LOG_CHUNK), st.tuples(st.just("append"), LOG_CHUNK),
+    st.tuples(st.just("rotate"), st.booleans())),  # renamed away; a new empty file or none
+    max_size=3)
+# Rounds of changes, each ended by a collect: a truncation (to this % of the size the
+# collector last saw, so that it can see it) comes last in its round, just before a collect.
+LOG_ROUNDS = st.lists(st.tuples(LOG_CHANGES, st.one_of(st.none(), st.none(),
+                                                       st.integers(0, 99))),
+                      min_size=1, max_size=10)
+
+
+class _LogModel:
+    """What the collector can know of the log, from collect() to collect().
+
+    Every file the log has been is known exactly (`files`, by generation; `gen` is the one
+    at the log's path, None when there is none). Rotated files are kept under new names, so
+    no inode is freed and reused during a run: a new file is always a new inode. At a
+    collect: the first sight of a file starts at its end; a new file, or one shorter than at
+    the last collect, is a rotation and restarts at 0. An epoch's counts are the non-empty
+    complete lines between its start and the end of the file: within an epoch the file only
+    grows (truncations are made shorter than the collector's last size and collected at
+    once, so each is seen: a shrink then regrowth between two collects cannot be seen by
+    size and inode, and is not generated).
+
+    What was written to a file after the last collect and before it was renamed away is
+    lost when the collector lets go of the file at each collect, or read (its unfinished
+    last line counted too) when it keeps the file open: `reads_rotated` says which. A
+    truncation loses what was written before it either way."""
+
+    def __init__(self, reads_rotated: bool) -> None:
+        self.reads_rotated = reads_rotated
+        self.files: dict[int, bytes] = {}
+        self.gen: int | None = None
+        self.seen: tuple[int, int] | None = None  # (gen, size) at the last collect
+        self.start = 0
+        self.finished = False  # the seen file is let go: its epoch is over
+        self.done: Counter[str] = Counter()
+        self.epoch: Counter[str] = Counter()
+        self.rotations = 0
+
+    @property
+    def content(self) -> bytes | None:
+        return None if self.gen is None else self.files[self.gen]
+
+    def append(self, data: bytes) -> None:
+        if self.gen is None:
+            self.create()
+        self.files[self.gen] += data
+
+    def create(self) -> None:
+        self.gen = len(self.files) + 1
+        self.files[self.gen] = b""
+
+    def truncated_size(self, percent: int) -> int | None:
+        """A size the collector will see as a truncation, or None when there is none."""
+        if not self.content:
+            return None
+        same_file = self.seen is not None and self.seen[0] == self.gen
+        bound = self.seen[1] if same_file else len(self.content)
+        return bound * percent // 100 if bound else None
+
+    def truncate(self, size: int) -> None:
+        self.files[self.gen] = self.files[self.gen][:size]
+
+    def _finish(self) -> None:
+        if self.reads_rotated:
+            self.epoch = Counter(line_level(line) for line in
+                                 self.files[self.seen[0]][self.start:].split(b"\n") if line)
+        self.done += self.epoch
+        self.epoch, self.finished = Counter(), True
+
+    def collect(self) -> None:
+        if self.content is None:
+            if self.seen is not None and not self.finished:
+                self._finish()
+            return
+        size = len(self.content)
+        if self.seen is None:
+            self.start = size
+        elif self.seen[0] != self.gen:
+            if not self.finished:
+                self._finish()
+            self.rotations += 1
+            self.start = 0
+        elif size < self.seen[1]:
+            self.rotations += 1
+            self.done += self.epoch
+            self.start = 0
+        self.finished = False
+        self.epoch = Counter(line_level(line) for line in
+                             self.content[self.start:].split(b"\n")[:-1] if line)
+        self.seen = (self.gen, size)
+
+    def lines(self) -> dict[str, int]:
+        total = self.done + self.epoch
+        return {level: total[level] for level in (*LEVELS, "other")}
+
+
+def _log_series(collector) -> dict[tuple[str, str, str], float]:
+    return {(s.name, s.labels["log"], s.labels.get("level", "")): s.value
+            for family in collector.collect() for s in family.samples}
+
+
+@given(LOG_ROUNDS)
+@example([([("append", b"a: x\n")], None), ([("append", _LOG_LINE % b"Error")], None),
+          ([("append", b"\n" + _LOG_LINE % b"Info" + b"\n"), ("rotate", True),
+            ("append", _LOG_LINE % b"Debug" + b"\nhalf")], 50),
+          ([("append", b" line\n"), ("rotate", False)], None), ([("append", b"\n\n")], None),
+          ([("append", b"x\n")], 0), ([], None)])
+def test_logs_collector_counts_what_was_appended(scratch, rounds):
+    """Size, rotations and lines by level after each collect are the model's. The lines
+    must follow one of the two ways of handling a rotated file, the same all run long."""
+    with tempfile.TemporaryDirectory(dir=scratch) as d:
+        root = Path(d)
+        _write(root / connector_files.DAEMON_BINARY, b"")
+        log = root / LOG_FILES["ampdaemon"]
+        log.parent.mkdir(parents=True)
+        exporter = exporter_for(root, "--collector.disable-defaults", "--collector.logs")
+        [collector] = exporter.collectors
+        models, rotated = [_LogModel(reads_rotated=False), _LogModel(reads_rotated=True)], 0
+        try:
+            for changes, truncate in rounds:
+                for op, arg in changes:
+                    if op == "append":
+                        with open(log, "ab") as handle:
+                            handle.write(arg)
+                        for model in models:
+                            model.append(arg)
+                        continue
+                    if models[0].content is not None:  # rotate: renamed away
+                        rotated += 1
+                        os.rename(log, f"{log}.{rotated}")
+                        for model in models:
+                            model.gen = None
+                    if arg:  # and a new file made
+                        log.write_bytes(b"")
+                        for model in models:
+                            model.create()
+                size = None if truncate is None else models[0].truncated_size(truncate)
+                if size is not None:
+                    os.truncate(log, size)
+                    for model in models:
+                        model.truncate(size)
+                for model in models:
+                    model.collect()
+                series = _log_series(collector)
+                assert not any(key[1] == "ampscansvc" for key in series)
+                content = models[0].content
+                if content is None:
+                    assert not series
+                    continue
+                assert series[("cisco_amp_log_size_bytes", "ampdaemon", "")] == len(content)
+                assert series[("cisco_amp_log_rotations_total", "ampdaemon", "")] == \
+                    models[0].rotations
+                counted = {level: series[("cisco_amp_log_lines_total", "ampdaemon", level)]
+                           for level in (*LEVELS, "other")}
+                assert counted in [model.lines() for model in models]
+                models = [model for model in models if model.lines() == counted]
+        finally:
+            exporter.close()
 
 
 @given(st.one_of(st.binary(max_size=300), lines_of(["processes", "ctxt", " ", "12", "cpu",
