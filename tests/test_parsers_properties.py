@@ -759,13 +759,11 @@ class _LogModel:
     once, so each is seen: a shrink then regrowth between two collects cannot be seen by
     size and inode, and is not generated).
 
-    What was written to a file after the last collect and before it was renamed away is
-    lost when the collector lets go of the file at each collect, or read (its unfinished
-    last line counted too) when it keeps the file open: `reads_rotated` says which. A
-    truncation loses what was written before it either way."""
+    The collector keeps the file it read open: what was written to it after the last
+    collect and before it was renamed away is still read, at the next collect, its
+    unfinished last line counted as a line. A truncation loses what was written before it."""
 
-    def __init__(self, reads_rotated: bool) -> None:
-        self.reads_rotated = reads_rotated
+    def __init__(self) -> None:
         self.files: dict[int, bytes] = {}
         self.gen: int | None = None
         self.seen: tuple[int, int] | None = None  # (gen, size) at the last collect
@@ -800,9 +798,8 @@ class _LogModel:
         self.files[self.gen] = self.files[self.gen][:size]
 
     def _finish(self) -> None:
-        if self.reads_rotated:
-            self.epoch = Counter(line_level(line) for line in
-                                 self.files[self.seen[0]][self.start:].split(b"\n") if line)
+        self.epoch = Counter(line_level(line) for line in
+                             self.files[self.seen[0]][self.start:].split(b"\n") if line)
         self.done += self.epoch
         self.epoch, self.finished = Counter(), True
 
@@ -845,8 +842,7 @@ def _log_series(collector) -> dict[tuple[str, str, str], float]:
           ([("append", b" line\n"), ("rotate", False)], None), ([("append", b"\n\n")], None),
           ([("append", b"x\n")], 0), ([], None)])
 def test_logs_collector_counts_what_was_appended(scratch, rounds):
-    """Size, rotations and lines by level after each collect are the model's. The lines
-    must follow one of the two ways of handling a rotated file, the same all run long."""
+    """Size, rotations and lines by level after each collect are the model's."""
     with tempfile.TemporaryDirectory(dir=scratch) as d:
         root = Path(d)
         _write(root / connector_files.DAEMON_BINARY, b"")
@@ -854,45 +850,38 @@ def test_logs_collector_counts_what_was_appended(scratch, rounds):
         log.parent.mkdir(parents=True)
         exporter = exporter_for(root, "--collector.disable-defaults", "--collector.logs")
         [collector] = exporter.collectors
-        models, rotated = [_LogModel(reads_rotated=False), _LogModel(reads_rotated=True)], 0
+        model, rotated = _LogModel(), 0
         try:
             for changes, truncate in rounds:
                 for op, arg in changes:
                     if op == "append":
                         with open(log, "ab") as handle:
                             handle.write(arg)
-                        for model in models:
-                            model.append(arg)
+                        model.append(arg)
                         continue
-                    if models[0].content is not None:  # rotate: renamed away
+                    if model.content is not None:  # rotate: renamed away
                         rotated += 1
                         os.rename(log, f"{log}.{rotated}")
-                        for model in models:
-                            model.gen = None
+                        model.gen = None
                     if arg:  # and a new file made
                         log.write_bytes(b"")
-                        for model in models:
-                            model.create()
-                size = None if truncate is None else models[0].truncated_size(truncate)
+                        model.create()
+                size = None if truncate is None else model.truncated_size(truncate)
                 if size is not None:
                     os.truncate(log, size)
-                    for model in models:
-                        model.truncate(size)
-                for model in models:
-                    model.collect()
+                    model.truncate(size)
+                model.collect()
                 series = _log_series(collector)
                 assert not any(key[1] == "ampscansvc" for key in series)
-                content = models[0].content
-                if content is None:
+                if model.content is None:
                     assert not series
                     continue
-                assert series[("cisco_amp_log_size_bytes", "ampdaemon", "")] == len(content)
+                assert series[("cisco_amp_log_size_bytes", "ampdaemon", "")] == len(
+                    model.content)
                 assert series[("cisco_amp_log_rotations_total", "ampdaemon", "")] == \
-                    models[0].rotations
-                counted = {level: series[("cisco_amp_log_lines_total", "ampdaemon", level)]
-                           for level in (*LEVELS, "other")}
-                assert counted in [model.lines() for model in models]
-                models = [model for model in models if model.lines() == counted]
+                    model.rotations
+                assert {level: series[("cisco_amp_log_lines_total", "ampdaemon", level)]
+                        for level in (*LEVELS, "other")} == model.lines()
         finally:
             exporter.close()
 
