@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -20,19 +21,27 @@ log = logging.getLogger("amp_exporter")
 
 
 def _size(text: str) -> int:
+    """'256MiB', '1G', '1048576' -> bytes; ValueError (argparse: exit 2) for anything else."""
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    text = text.strip().lower().removesuffix("ib").removesuffix("b")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
+    digits = text.strip().lower().removesuffix("ib").removesuffix("b")
+    scale = 1
+    if digits and digits[-1] in units:
+        digits, scale = digits[:-1], units[digits[-1]]
+    number = float(digits)
+    if not math.isfinite(number) or number < 0 or number * scale > 1 << 62:
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r}")
+    return int(number * scale)
 
 
-def _positive(kind):
+def _number(kind, allow_zero: bool = False):
+    """A flag's number: finite (no nan, no inf) and positive, or also 0 where allowed."""
     def parse(text: str):
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {'>= 0' if allow_zero else '> 0'}, got {text}")
         return value
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
     return parse
 
 
@@ -48,16 +57,16 @@ def common_flags() -> argparse.ArgumentParser:
     g = p.add_argument_group("ampcli")
     g.add_argument("--ampcli.path", dest="ampcli_path", metavar="PATH",
                    help="the connector's CLI (default ROOTFS/opt/cisco/amp/bin/ampcli)")
-    g.add_argument("--ampcli.timeout", dest="ampcli_timeout", type=_positive(float), default=5.0,
+    g.add_argument("--ampcli.timeout", dest="ampcli_timeout", type=_number(float), default=5.0,
                    metavar="SECONDS", help="kill ampcli after this long (default 5)")
-    g.add_argument("--ampcli.cache", dest="ampcli_cache", type=float, default=5.0,
-                   metavar="SECONDS",
+    g.add_argument("--ampcli.cache", dest="ampcli_cache", type=_number(float, allow_zero=True),
+                   default=5.0, metavar="SECONDS",
                    help="reuse an ampcli answer for this long across scrapes (default 5)")
     g = p.add_argument_group("checks")
-    g.add_argument("--check.scan-restarts", dest="scan_restarts", type=_positive(int),
+    g.add_argument("--check.scan-restarts", dest="scan_restarts", type=_number(int),
                    default=3, metavar="N",
                    help="fault 6 cause: scan service restarts in the window (default 3)")
-    g.add_argument("--check.scan-restart-window", dest="scan_window", type=_positive(float),
+    g.add_argument("--check.scan-restart-window", dest="scan_window", type=_number(float),
                    default=600.0, metavar="SECONDS", help="window for restarts (default 600)")
     g.add_argument("--check.min-available-memory", dest="min_memory", type=_size,
                    default="256MiB", metavar="SIZE",
@@ -76,18 +85,19 @@ def common_flags() -> argparse.ArgumentParser:
     g.add_argument("--events.python", dest="events_python", default=sys.executable,
                    metavar="PATH", help="Python that runs the eBPF loader; must import bcc "
                    "(default: this one)")
-    g.add_argument("--events.load-timeout", dest="events_load_timeout", type=_positive(float),
+    g.add_argument("--events.load-timeout", dest="events_load_timeout", type=_number(float),
                    default=60.0, metavar="SECONDS", help="give up loading eBPF after this long")
-    g.add_argument("--events.window", dest="events_window", type=_positive(float),
+    g.add_argument("--events.window", dest="events_window", type=_number(float),
                    default=15.0, metavar="SECONDS",
                    help="window for event rates and top processes (default 15)")
-    g.add_argument("--events.capacity", dest="events_capacity", type=_positive(float),
+    g.add_argument("--events.capacity", dest="events_capacity", type=_number(float),
                    default=100_000.0, metavar="PER_SECOND",
                    help="events per second the connector absorbs; pressure 1 = at capacity")
     g.add_argument("--events.pressure-threshold", dest="events_threshold",
-                   type=_positive(float), default=1.0, metavar="RATIO",
+                   type=_number(float), default=1.0, metavar="RATIO",
                    help="fault 18 cause: pressure at or above this ... (default 1.0)")
-    g.add_argument("--events.pressure-for", dest="events_for", type=float, default=120.0,
+    g.add_argument("--events.pressure-for", dest="events_for",
+                   type=_number(float, allow_zero=True), default=120.0,
                    metavar="SECONDS", help="... for this long (default 120)")
     g = p.add_argument_group("collectors")
     for name, cls in available().items():

@@ -20,13 +20,17 @@ Found and fixed with these tests (regressions kept as @example):
   request failed instead of getting 401;
 - selinux.state: a NUL in SELINUXTYPE made module_state raise ValueError (the collector
   failed as 'internal', not 'parse'); a SELINUXTYPE that cannot be a directory name is
-  now refused by state() itself.
+  now refused by state() itself;
+- the command line's numbers: `--check.min-available-memory=1e400G` (or `infG`) ended in
+  an OverflowError traceback; nan and inf were taken as timeouts, windows and caches, and
+  negative numbers as a size, a cache or a duration.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import math
 import os
 import re
@@ -59,6 +63,7 @@ from amp_exporter import (
 )
 from amp_exporter.ampcli import OUTPUT_LIMIT
 from amp_exporter.catalog import SELINUX_MODULE
+from amp_exporter.cli import build_parser
 from amp_exporter.collectors.logs import LEVELS, LOG_FILES, line_level
 from amp_exporter.collectors.network import parse_proc_net_tcp
 from amp_exporter.hostpaths import HostPaths
@@ -1229,3 +1234,86 @@ def test_sockdiag_datagram_round_trips(case):
     states: dict[int, int] = {}
     assert sockdiag.parse_messages(data, states) is done
     assert states == expected
+
+
+# -- command-line numbers -----------------------------------------------------------------
+# Every numeric flag: (flag, Settings-side name, whether 0 is allowed, int only).
+NUMERIC_FLAGS = [
+    ("--ampcli.timeout", "ampcli_timeout", False, False),
+    ("--ampcli.cache", "ampcli_cache", True, False),
+    ("--check.scan-restarts", "scan_restarts", False, True),
+    ("--check.scan-restart-window", "scan_window", False, False),
+    ("--events.load-timeout", "events_load_timeout", False, False),
+    ("--events.window", "events_window", False, False),
+    ("--events.capacity", "events_capacity", False, False),
+    ("--events.pressure-threshold", "events_threshold", False, False),
+    ("--events.pressure-for", "events_for", True, False),
+]
+
+
+def _parse_flag(flag: str, value: str):
+    """The parsed namespace, or None when argparse refused the value (it exits 2)."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return build_parser().parse_args(["textfile", "--output", "-", f"{flag}={value}"])
+        except SystemExit as exc:
+            assert exc.code == 2
+            return None
+
+
+def test_numeric_flags_are_all_listed():
+    flags = {a for action in build_parser()._subparsers._group_actions[0].choices[
+        "textfile"]._actions for a in action.option_strings
+        if action.type is not None and action.type not in (str,)}
+    assert {f for f, *_ in NUMERIC_FLAGS} | {"--check.min-available-memory"} == flags
+
+
+@example("nan", 0)
+@example("inf", 1)
+@example("-0", 0)
+@example("1e400", 4)
+@example(" 7 ", 2)
+@given(st.one_of(st.text(max_size=12), st.floats().map(repr), st.integers().map(str)),
+       st.integers(0, len(NUMERIC_FLAGS) - 1))
+def test_numeric_flag_is_a_finite_number_or_exit_2(value, which):
+    # Found and fixed: nan and inf were taken (a timeout of nan, a cache of inf), and
+    # --ampcli.cache and --events.pressure-for took negative numbers.
+    flag, dest, zero_ok, int_only = NUMERIC_FLAGS[which]
+    args = _parse_flag(flag, value)
+    if args is not None:
+        got = getattr(args, dest)
+        assert isinstance(got, int if int_only else float)
+        assert math.isfinite(got) and (got > 0 or (zero_ok and got == 0)), (flag, value, got)
+
+
+@given(st.integers(0, len(NUMERIC_FLAGS) - 1), st.floats(0, 1e9), st.integers(1, 10**6))
+def test_numeric_flag_round_trips(which, number, whole):
+    flag, dest, zero_ok, int_only = NUMERIC_FLAGS[which]
+    value = whole if int_only else (number if number > 0 or zero_ok else whole)
+    assert getattr(_parse_flag(flag, repr(value)), dest) == value
+
+
+@example("1e400G")
+@example("infG")
+@example("-5M")
+@example("nan")
+@given(st.one_of(st.text(max_size=12),
+                 st.tuples(st.floats().map(repr), st.sampled_from(["", "k", "M", "GiB", "kb"]))
+                 .map("".join)))
+def test_size_flag_is_bytes_or_exit_2(value):
+    # Found and fixed: '1e400G' and 'infG' ended in an OverflowError traceback; negative
+    # sizes were taken.
+    args = _parse_flag("--check.min-available-memory", value)
+    if args is not None:
+        assert isinstance(args.min_memory, int) and 0 <= args.min_memory <= 1 << 62
+
+
+@given(st.integers(0, 2**40), st.sampled_from([("", 1), ("k", 1 << 10), ("KiB", 1 << 10),
+                                               ("M", 1 << 20), ("MiB", 1 << 20),
+                                               ("g", 1 << 30), ("GB", 1 << 30)]))
+def test_size_flag_round_trips(number, unit):
+    suffix, scale = unit
+    if number * scale > 1 << 62:
+        number = 1
+    args = _parse_flag("--check.min-available-memory", f"{number}{suffix}")
+    assert args.min_memory == number * scale
