@@ -69,6 +69,7 @@ from amp_exporter.collectors.network import parse_proc_net_tcp
 from amp_exporter.hostpaths import HostPaths
 from amp_exporter.processes import ProcessTable, _parse_stat
 from amp_exporter.status import StatusParseError, parse_scan_time, parse_status
+from amp_exporter.web import parse_listen_address
 
 # ~200 inputs per property keeps the whole file near 20 s; no example database on disk.
 settings.register_profile("amp", max_examples=200, deadline=None, database=None,
@@ -1317,3 +1318,18 @@ def test_size_flag_round_trips(number, unit):
         number = 1
     args = _parse_flag("--check.min-available-memory", f"{number}{suffix}")
     assert args.min_memory == number * scale
+
+
+@given(st.text(max_size=30))
+def test_listen_address_is_host_port_or_a_value_error(text):
+    try:
+        host, port = parse_listen_address(text)
+    except ValueError:
+        return
+    assert 0 <= port <= 65535 and isinstance(host, str)
+
+
+@given(st.sampled_from(["", "127.0.0.1", "0.0.0.0", "localhost", "[::1]", "[::]",
+                        "host.example"]), st.integers(0, 65535))
+def test_listen_address_round_trips(host, port):
+    assert parse_listen_address(f"{host}:{port}") == (host.strip("[]"), port)
