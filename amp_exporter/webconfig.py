@@ -37,6 +37,8 @@ from typing import Any, Optional
 
 import yaml
 
+from amp_exporter.hostpaths import open_host_file
+
 
 class WebConfigError(ValueError):
     """A web config file that cannot be used; the message names the field."""
@@ -316,8 +318,8 @@ def parse(text: str, base_dir: str = ".") -> WebConfig:
 def load(path: str) -> WebConfig:
     """Read, parse and validate the file, and load its certificates once (to fail early)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read(1 << 20)
+        with open_host_file(path) as handle:  # a FIFO would hang the start-up
+            text = handle.read(1 << 20).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise WebConfigError(f"cannot read: {_reason(exc)}") from exc
     config = parse(text, os.path.dirname(os.path.abspath(path)))

@@ -4,6 +4,7 @@ check and its cache (units; the running server is tested in test_tls_auth.py).""
 from __future__ import annotations
 
 import base64
+import os
 import ssl
 import subprocess
 import time
@@ -143,6 +144,12 @@ def test_load_reads_the_certificates_at_once(tmp_path, certs):
         load(str(missing))
     with pytest.raises(WebConfigError, match="cannot read"):
         load(str(tmp_path / "absent.yml"))
+    os.mkfifo(tmp_path / "fifo.yml")  # open() of it would wait for a writer forever
+    with pytest.raises(WebConfigError, match="cannot read: not a regular file"):
+        load(str(tmp_path / "fifo.yml"))
+    (tmp_path / "latin1.yml").write_bytes(b"# caf\xe9\n")
+    with pytest.raises(WebConfigError, match="cannot read"):
+        load(str(tmp_path / "latin1.yml"))
 
 
 def test_tls_context_follows_renewed_files(tmp_path, certs):
