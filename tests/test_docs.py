@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from conftest import parse_exposition
@@ -67,3 +68,15 @@ def test_every_event_family_is_documented(hosts):
     table = (DOCS / "metrics.md").read_text()
     for family in FAMILIES:
         assert f"| `{family}` | {FAMILY_HELP[family]} |" in table
+
+
+def test_ci_runs_the_readme_test_command():
+    # The README's one test command is what CI runs, word for word: a green CI run is then
+    # a green run for a newcomer who follows the README.
+    repo = DOCS.parent
+    readme = (repo / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.S)
+    test_block = next(b for b in blocks if "scripts/test" in b)
+    [command] = test_block.strip().splitlines()
+    ci = [line.strip() for line in (repo / ".ci/run").read_text().splitlines()]
+    assert command in ci
