@@ -129,7 +129,7 @@ def parse_status(text: str) -> ConnectorStatus:
         if not kv:
             continue  # noise such as "Trying to connect..." or "Connected."
         key, value = _norm(kv[0]), kv[1]
-        if key.startswith("[") or key in status.fields:
+        if key in status.fields:
             continue
         status.fields[key] = value
         if key == "fault ids":
