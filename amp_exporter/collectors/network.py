@@ -8,14 +8,13 @@ connector's processes hold. Elsewhere (an example tree, another namespace) the p
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
 from typing import Optional
 
 from amp_exporter import sockdiag
 from amp_exporter.hostpaths import read_text
-from amp_exporter.registry import Collector, CollectorError, gauge, host_error, register
+from amp_exporter.registry import Collector, gauge, host_error, register
 
 # include/net/tcp_states.h
 TCP_STATES = {
@@ -111,7 +110,5 @@ class NetworkCollector(Collector):
         try:
             with self._diag_lock:
                 return sockdiag.tcp_states()
-        except OSError as exc:
-            denied = exc.errno in (errno.EACCES, errno.EPERM)
-            reason = "permission" if denied else "internal"
-            raise CollectorError(reason, f"sock_diag: {exc}") from exc
+        except OSError as exc:  # EPERM/EACCES are PermissionError: 'permission'
+            raise host_error(exc, "sock_diag") from exc
