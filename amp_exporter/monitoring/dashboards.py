@@ -126,15 +126,18 @@ def _variables(config: Config) -> dict:
 
 def _query_variable(name: str, label: str, query: str, default: str = "",
                     include_all: bool = False) -> dict:
+    if include_all:  # start on All: the fleet dashboard shows every host unless narrowed
+        current: dict[str, Any] = {"text": ["All"], "value": ["$__all"]}
+    else:
+        current = {"text": default, "value": default} if default else {}
     v: dict[str, Any] = {
         "name": name, "label": label, "type": "query", "datasource": DATASOURCE,
         "definition": query, "query": {"query": query, "refId": f"{name}-variable"},
         "refresh": 2, "sort": 1, "hide": 0, "multi": include_all, "includeAll": include_all,
-        "regex": "", "current": {"text": default, "value": default} if default else {},
+        "regex": "", "current": current,
     }
-    if include_all:  # start on All: the fleet dashboard shows every host unless narrowed
+    if include_all:
         v["allValue"] = ".+"
-        v["current"] = {"text": ["All"], "value": ["$__all"]}
     return v
 
 
