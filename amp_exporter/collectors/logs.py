@@ -121,10 +121,7 @@ class LogsCollector(Collector):
                     st = os.fstat(handle.fileno())
                     tail = self._advance(name, handle, st)
                 except OSError as exc:
-                    tail = self._tails.get(name)
-                    if tail is not None and tail.handle is handle:
-                        tail.handle = None
-                    handle.close()
+                    handle.close()  # not the tail's yet: _advance keeps it only on success
                     raise host_error(exc, f"reading {rel}") from exc
                 size.add_metric([name], float(st.st_size))
                 modified.add_metric([name], st.st_mtime)
@@ -145,9 +142,6 @@ class LogsCollector(Collector):
         elif st.st_size < tail.offset:  # truncated in place (copytruncate)
             tail.offset, tail.partial = 0, b""
             tail.rotations += 1
-        if tail.handle is not handle:
-            tail.close()
-            tail.handle = handle
         if st.st_size > tail.offset:
             handle.seek(tail.offset)
             # Up to the size seen in fstat: what is appended after it belongs to the next
@@ -155,6 +149,8 @@ class LogsCollector(Collector):
             data = handle.read(min(READ_LIMIT, st.st_size - tail.offset))
             tail.offset += len(data)
             tail.count(data)
+        tail.close()  # the previous scrape's handle on this same file
+        tail.handle = handle
         return tail
 
     def close(self) -> None:
