@@ -27,6 +27,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "examples"))
@@ -37,6 +38,8 @@ from amp_exporter.collectors.events import TOP_N  # noqa: E402
 # Series one host may cost Prometheus, worst case (every fault raised, top commands full):
 # docs/performance.md turns it into a fleet's budget.
 SERIES_BUDGET = 400
+# How amp-exporter is started (tests/test_soak.py swaps in a broken one to see the soak fail).
+EXPORTER = [sys.executable, "-m", "amp_exporter"]
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or "/usr/bin/prometheus-node-exporter"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -63,11 +66,16 @@ def enlarge(root: Path, processes: int, directories: int, log_mib: int) -> None:
 
 
 class Target:
-    def __init__(self, name: str, argv: list[str], port: int) -> None:
-        self.name, self.port = name, port
+    """A server started here on 127.0.0.1:port; its output goes to `log` (default: dropped).
+    first_scrape: seconds from start to its first answer."""
+
+    def __init__(self, name: str, argv: list[str], port: int,
+                 log: Optional[Path] = None) -> None:
+        self.name, self.port, self.log = name, port, log
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        with open(log or os.devnull, "wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                         env={**os.environ, "PYTHONPATH": str(REPO)})
         self.first_scrape = self._wait()
 
     def _wait(self) -> float:
@@ -76,8 +84,11 @@ class Target:
                 self.get()
                 return time.monotonic() - self.started
             except OSError:
-                if time.monotonic() - self.started > 30:
-                    raise
+                if self.proc.poll() is not None or time.monotonic() - self.started > 30:
+                    self.proc.kill()
+                    self.proc.wait()
+                    said = self.log.read_text(errors="replace")[-2000:] if self.log else ""
+                    raise RuntimeError(f"{self.name} did not start: {said}") from None
                 time.sleep(0.01)
 
     def get(self) -> bytes:
@@ -93,9 +104,15 @@ class Target:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / TICKS
 
-    def rss_mib(self) -> float:
+    def _status(self, field: str) -> int:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+        return int(re.search(rf"{field}:\s+(\d+)", status).group(1))
+
+    def rss_mib(self) -> float:
+        return self._status("VmRSS") / 1024
+
+    def threads(self) -> int:
+        return self._status("Threads")
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
@@ -105,11 +122,12 @@ class Target:
         self.proc.wait(10)
 
 
-def amp(root: Path, *flags: str) -> Target:
+def amp(root: Path, *flags: str, log: Optional[Path] = None) -> Target:
     port = free_port()
-    return Target("amp-exporter", [sys.executable, "-m", "amp_exporter", "serve",
-                                   "--path.rootfs", str(root), "--events.source", "procfs",
-                                   "--web.listen-address", f"127.0.0.1:{port}", *flags], port)
+    return Target("amp-exporter", [*EXPORTER, "serve", "--path.rootfs", str(root),
+                                   "--events.source", "procfs",
+                                   "--web.listen-address", f"127.0.0.1:{port}", *flags],
+                  port, log)
 
 
 def node() -> Target:
@@ -284,7 +302,7 @@ def live_rss() -> float | None:
             shutil.copy(shutil.which("sleep") or "/bin/sleep", bin_dir / name)
             stand_ins.append(subprocess.Popen([str(bin_dir / name), "600"]))
     port = free_port()
-    t = Target("live", [sys.executable, "-m", "amp_exporter", "serve",
+    t = Target("live", [*EXPORTER, "serve",
                         "--web.listen-address", f"127.0.0.1:{port}"], port)
     try:
         deadline = time.monotonic() + 30

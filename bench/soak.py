@@ -39,7 +39,6 @@ import bisect
 import collections
 import functools
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -58,7 +57,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "examples"))
 sys.path.insert(0, str(REPO / "bench"))
 import build_hosts  # noqa: E402
-import scrape  # noqa: E402  (bench/scrape.py: node_exporter launcher, percentiles)
+import scrape  # noqa: E402  (bench/scrape.py: exporter launchers, percentiles)
 
 from amp_exporter.catalog import FAULTS  # noqa: E402
 from amp_exporter.collectors.logs import LEVELS  # noqa: E402
@@ -81,8 +80,6 @@ LOGS = ("ampdaemon", "ampscansvc")
 # Levels the appended lines carry, in turn (None: a continuation line, level "other").
 LINE_LEVELS = ("Info", "Warning", "Info", "Error", "Debug", None, "Notice", "Critical")
 SCRAPE_TIMEOUT = 30
-# How the exporter is started (tests swap in a broken exporter to see the soak fail).
-EXPORTER = [sys.executable, "-m", "amp_exporter"]
 VISIBLE_TIMEOUT = 30  # a change not seen by a scrape within this long is a failure
 
 
@@ -534,46 +531,18 @@ class Record:
     errors: Optional[dict[str, float]] = None  # amp_exporter_collector_errors_total by collector
 
 
-class Served(scrape.Target):
-    """The exporter on 127.0.0.1:0, its log kept; the port read from its "listening" line."""
-
-    def __init__(self, argv: list[str], log: Path) -> None:
-        self.name, self.log = "amp-exporter", log
-        self.started = time.monotonic()
-        with log.open("wb") as out:
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-                filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                                         env=env)
-        while True:
-            found = re.search(rb"msg=listening address=\S+:(\d+)", log.read_bytes())
-            if found:
-                self.port = int(found.group(1))
-                break
-            if self.proc.poll() is not None or time.monotonic() - self.started > 30:
-                self.proc.kill()
-                self.proc.wait()
-                raise RuntimeError(f"exporter did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.01)
-        self.first_scrape = self._wait()
-
-    def children(self) -> list[int]:
-        """Processes whose parent is the exporter (an ampcli left running, or a zombie)."""
-        kids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rpartition(")")[2].split()[1]) == self.proc.pid:
-                    kids.append(int(entry))
-        return kids
-
-
-def threads(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"Threads:\s+(\d+)", status).group(1))
+def children(pid: int) -> list[int]:
+    """Processes whose parent is pid (an ampcli the exporter left running, or a zombie)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
 
 
 class Soak:
@@ -601,7 +570,7 @@ class Soak:
     def sample(self) -> None:
         time.sleep(0.02)  # let the server close the connections it just answered on
         t = self.target
-        self.samples.append((self.done, t.rss_mib(), t.fds(), threads(t.proc.pid)))
+        self.samples.append((self.done, t.rss_mib(), t.fds(), t.threads()))
 
     def one(self, i: int) -> None:
         start = time.monotonic()
@@ -800,10 +769,9 @@ def run(work: Path, args) -> int:
     root = build_hosts.build(work / "hosts", [HOST])[HOST]
     scratch = work / "scratch"
     scratch.mkdir()
-    amp = Served([*EXPORTER, "serve", "--path.rootfs", str(root),
-                  "--events.source", "procfs", "--ampcli.cache", str(args.ampcli_cache),
-                  "--check.scan-restart-window", str(RESTART_WINDOW),
-                  "--web.listen-address", "127.0.0.1:0"], work / "exporter.log")
+    amp = scrape.amp(root, "--ampcli.cache", str(args.ampcli_cache),
+                     "--check.scan-restart-window", str(RESTART_WINDOW),
+                     log=work / "exporter.log")
     try:
         keys = list(expected(HostState(), Logs(root, scratch)))
         soak = Soak(amp, n, args.clients, every, keys=keys, keep=40)
@@ -814,7 +782,7 @@ def run(work: Path, args) -> int:
               f"amp-exporter serves a copy of {HOST} ({ampcli}) while {len(mutator.plan)} "
               f"changes ({cycles} cycle(s) of the script) are made to it", flush=True)
         wall = soak.run(mutator)
-        children = amp.children()
+        kids = children(amp.proc.pid)
         alive = amp.proc.poll() is None
     finally:
         amp.stop()
@@ -831,7 +799,7 @@ def run(work: Path, args) -> int:
             ne.stop()
         base = (base_soak, base_wall)
 
-    checks = evaluate(soak, mutator, keys, args.ampcli_cache, children, alive, log_text)
+    checks = evaluate(soak, mutator, keys, args.ampcli_cache, kids, alive, log_text)
     report(soak, wall, mutator, base, n, checks)
     failed = [c for c in checks if not c.ok]
     print(f"\nchecks and targets failed: {len(failed)}"

@@ -57,7 +57,7 @@ def test_soak_fails_on_an_exporter_that_counts_a_restart_twice(soak, tmp_path, m
                                                                capsys):
     wrapper = tmp_path / "double_counting.py"
     wrapper.write_text(DOUBLE_COUNTING)
-    monkeypatch.setattr(soak, "EXPORTER", [sys.executable, str(wrapper)])
+    monkeypatch.setattr(soak.scrape, "EXPORTER", [sys.executable, str(wrapper)])
     # The script's first six changes hold one restart (a new PID).
     code = soak.main(["--scrapes", "200", "--changes", "6", "--no-baseline"])
     out = capsys.readouterr().out
