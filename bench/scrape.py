@@ -294,17 +294,19 @@ def live_rss() -> float | None:
     free, stand-in connector processes run from it, so that the process, BPF and network
     (sock_diag) collectors all do their live work."""
     stand_ins: list[subprocess.Popen] = []
-    made = os.geteuid() == 0 and not os.path.exists("/opt/cisco")
-    if made:
-        bin_dir = Path("/opt/cisco/amp/bin")
-        bin_dir.mkdir(parents=True)
-        for name in ("ampdaemon", "ampscansvc", "ampupdater"):
-            shutil.copy(shutil.which("sleep") or "/bin/sleep", bin_dir / name)
-            stand_ins.append(subprocess.Popen([str(bin_dir / name), "600"]))
-    port = free_port()
-    t = Target("live", [*EXPORTER, "serve",
-                        "--web.listen-address", f"127.0.0.1:{port}"], port)
+    made, t = False, None
     try:
+        if os.geteuid() == 0 and not os.path.exists("/opt/cisco"):
+            os.mkdir("/opt/cisco")  # ours from here on (it fails if one appeared meanwhile)
+            made = True
+            bin_dir = Path("/opt/cisco/amp/bin")
+            bin_dir.mkdir(parents=True)
+            for name in ("ampdaemon", "ampscansvc", "ampupdater"):
+                shutil.copy(shutil.which("sleep") or "/bin/sleep", bin_dir / name)
+                stand_ins.append(subprocess.Popen([str(bin_dir / name), "600"]))
+        port = free_port()
+        t = Target("live", [*EXPORTER, "serve", "--web.listen-address", f"127.0.0.1:{port}"],
+                   port)
         deadline = time.monotonic() + 30
         while b'amp_exporter_events_source{source="ebpf"} 1' not in t.get():
             if time.monotonic() > deadline:
@@ -316,7 +318,8 @@ def live_rss() -> float | None:
             assert b'amp_exporter_network_source{source="netlink"} 1' in body, "no sock_diag"
         return t.rss_mib()
     finally:
-        t.stop()
+        if t:
+            t.stop()
         for p in stand_ins:
             p.kill()
             p.wait()
