@@ -246,7 +246,7 @@ def run(work: Path, scrapes: int, scale: int) -> int:
     print("\ngrowth with the host (ampcli cached; node_exporter in the same run)")
     print(f"{'host':<36}{'amp p50 ms':>11}{'node p50 ms':>12}{'ratio':>7}"
           f"{'amp CPU ms':>11}{'RSS MiB':>9}")
-    rows = []
+    cpu = []  # CPU per scrape, by row
     for label, procs, dirs in (("as above", 0, 0), ("processes x10", 9000 // scale, 0),
                                ("processes x10, connector dirs x10", 0, 450)):
         if procs or dirs:
@@ -256,11 +256,11 @@ def run(work: Path, scrapes: int, scale: int) -> int:
         rss_now = t.rss_mib()
         t.stop()
         a, n = row[t.name]["p50"], row[ne.name]["p50"]
-        rows.append(row[t.name]["cpu"])
+        cpu.append(row[t.name]["cpu"])
         print(f"{label:<36}{a * 1e3:>11.2f}{n * 1e3:>12.2f}{a / n:>7.2f}"
               f"{row[t.name]['cpu'] * 1e3:>11.2f}{rss_now:>9.1f}")
     verdict("CPU per scrape grows less than the host (x10 processes: < x10 CPU)",
-            rows[1] < 10 * rows[0])
+            cpu[1] < 10 * cpu[0])
     ne.stop()
 
     worst_root = build_hosts.build(work / "worst", ["multi-fault"])["multi-fault"]
@@ -339,11 +339,12 @@ def _grow(root: Path, processes: int, directories: int) -> None:
         dst = root / "proc" / str(pid)
         shutil.copytree(template, dst, symlinks=True)
         (dst / "stat").write_text(f"{pid} ({head.partition('(')[2]}){tail}")
-    amp = root / "opt/cisco/amp"
-    first = sum(1 for d in os.listdir(amp) if d.startswith("more"))
+    connector = root / "opt/cisco/amp"
+    first = sum(1 for d in os.listdir(connector) if d.startswith("more"))
     for i in range(first, first + directories):
-        (amp / f"more{i:04d}").mkdir(mode=0o755)
-        (amp / f"more{i:04d}").chmod(0o755)  # mkdir's mode is masked by the umask
+        d = connector / f"more{i:04d}"
+        d.mkdir()
+        d.chmod(0o755)  # not mkdir's mode, which the umask masks
 
 
 if __name__ == "__main__":
