@@ -61,6 +61,9 @@ def parse_exposition(text: str) -> dict[str, dict[tuple, float]]:
     return samples
 
 
+ERRORS = "amp_exporter_collector_errors_total"
+
+
 class Scrape(dict):
     def value(self, name: str, **labels):
         return self.get(name, {}).get(tuple(sorted((k, str(v)) for k, v in labels.items())))
@@ -76,6 +79,13 @@ class Scrape(dict):
     def success(self) -> dict[str, float]:
         return {dict(k)["collector"]: v
                 for k, v in self.get("amp_exporter_scrape_collector_success", {}).items()}
+
+    def errors(self, since: Scrape | None = None) -> set[tuple[str, str]]:
+        """(collector, reason) of every error counted, or only of those counted after the
+        earlier scrape SINCE."""
+        before = since.get(ERRORS, {}) if since is not None else {}
+        return {(dict(k)["collector"], dict(k)["reason"])
+                for k, v in self.get(ERRORS, {}).items() if v > before.get(k, 0)}
 
 
 def scrape_text(root: Path, *flags: str) -> str:

@@ -184,9 +184,8 @@ def test_any_host_file_changing_between_scrapes(host_copy, tmp_path, change):
     aside = tmp_path / "aside"
     tried, failed = 0, set()
     try:
-        first = scrape(exporter)
-        assert set(first.success().values()) == {1.0}
-        seen = first["amp_exporter_collector_errors_total"]
+        last = scrape(exporter)
+        assert set(last.success().values()) == {1.0}
         for path in _host_entries(root):
             if not (path.exists() or path.is_symlink()):
                 continue  # under a directory already put back whole
@@ -204,11 +203,10 @@ def test_any_host_file_changing_between_scrapes(host_copy, tmp_path, change):
                 path.symlink_to(path.name)
             s = scrape_within(exporter, 10)
             tried += 1
-            new = {dict(k)["reason"] for k, v in s["amp_exporter_collector_errors_total"].items()
-                   if v > seen.get(k, 0)}
-            seen = s["amp_exporter_collector_errors_total"]
-            assert new <= CHANGES[change], (path.relative_to(root), new)
+            new = s.errors(since=last)
+            assert {r for _, r in new} <= CHANGES[change], (path.relative_to(root), new)
             failed.update(c for c, ok in s.success().items() if not ok)
+            last = s
             if change == "becomes a directory":
                 path.rmdir()
             if change == "vanishes" or change == "becomes a directory":

@@ -109,9 +109,7 @@ def test_unreadable_tree_root(public_host):
     # Nothing readable: every collector says it failed (not "not installed"), none crashes.
     assert set(s.success().values()) == {0}
     assert "cisco_amp_connector_installed" not in s
-    reasons = {dict(k)["reason"] for k, v in s["amp_exporter_collector_errors_total"].items()
-               if v}
-    assert reasons == {"permission"}
+    assert {reason for _, reason in s.errors()} == {"permission"}
     assert "Traceback" not in log
 
 
@@ -138,8 +136,7 @@ def test_any_host_entry_turning_unreadable(public_host):
             finally:
                 path.chmod(mode)
             tried += 1
-            reasons = {dict(k)["reason"] for k, v in
-                       s["amp_exporter_collector_errors_total"].items() if v}
+            reasons = {reason for _, reason in s.errors()}
             # Not 'internal' (our bug), nor 'parse' (blaming the content of what we could
             # not even read: what generation detection said before this test).
             assert reasons <= {"permission", "missing"}, (path.relative_to(root), reasons)
