@@ -205,7 +205,9 @@ def test_any_host_file_changing_between_scrapes(host_copy, tmp_path, change):
             tried += 1
             new = s.errors(since=last)
             assert {r for _, r in new} <= CHANGES[change], (path.relative_to(root), new)
-            failed.update(c for c, ok in s.success().items() if not ok)
+            failing = {c for c, ok in s.success().items() if not ok}
+            assert {c for c, _ in new} == failing, (path.relative_to(root), new, failing)
+            failed |= failing
             last = s
             if change == "becomes a directory":
                 path.rmdir()
