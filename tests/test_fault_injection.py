@@ -85,7 +85,9 @@ def test_host_tree_vanishing_under_a_running_exporter(host_copy, tmp_path):
         shutil.move(str(root), moved)
         gone = server.scrape()  # answered, every collector saying what it could not do
         assert gone.value("cisco_amp_connector_installed") == 0
-        assert all(v in (0.0, 1.0) for v in gone.success().values())
+        assert set(gone.success()) == set(healthy.success())
+        failing = {c for c, ok in gone.success().items() if not ok}
+        assert failing and gone.errors(since=healthy) == {(c, "missing") for c in failing}
         shutil.move(str(moved), root)
         back = server.scrape()
         assert set(back.success().values()) == {1.0}
