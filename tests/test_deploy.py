@@ -17,14 +17,13 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import EBPF_REQUIRED, REPO, Scrape, builder, ebpf_blocker, have, parse_exposition
+from conftest import EBPF_REQUIRED, REPO, builder, ebpf_blocker, have, parse_exposition
+from test_http import Server
 
 DEPLOY = REPO / "deploy"
 UNITS = DEPLOY / "systemd"
@@ -138,59 +137,23 @@ needs_sandbox = pytest.mark.skipif(
     reason="needs root, setpriv and unshare (util-linux) to run as the unit does")
 
 
-class UnitLikeServer:
+def unit_like_server(caps: list[str], tree: Path | None, *flags: str) -> Server:
     """`amp-exporter serve` started as the unit starts it (see SANDBOX)."""
-
-    def __init__(self, caps: list[str], tree: Path | None, *flags: str) -> None:
-        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "TZ": "UTC",
-               "AMP_TREE": str(tree or ""), "AMP_REPO": str(REPO),
-               "AMP_CAPS": "".join(f",+{c}" for c in caps),
-               "AMP_AMBIENT": ",".join(f"+{c}" for c in caps)}
-        argv = [sys.executable, "-m", "amp_exporter", "serve",
-                "--path.rootfs", "/srv" if tree else "/", "--web.listen-address",
-                "127.0.0.1:0", *flags]
-        self.proc = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", SANDBOX, "sandbox",
-             *argv], stderr=subprocess.PIPE, text=True, env=env, cwd="/")
-        self.lines: list[str] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            match = re.search(r"msg=listening address=127\.0\.0\.1:(\d+)", line)
-            if match:
-                self.port = int(match.group(1))
-                threading.Thread(target=self._drain, daemon=True).start()
-                return
-        self.stop()
-        raise AssertionError("did not start: " + "".join(self.lines))
-
-    def _drain(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def scrape(self) -> Scrape:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
-            return Scrape(parse_exposition(r.read().decode()))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            return self.proc.wait(timeout=15)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "TZ": "UTC",
+           "AMP_TREE": str(tree or ""), "AMP_REPO": str(REPO),
+           "AMP_CAPS": "".join(f",+{c}" for c in caps),
+           "AMP_AMBIENT": ",".join(f"+{c}" for c in caps)}
+    sandbox = ("unshare", "--mount", "--propagation", "private", "sh", "-c", SANDBOX,
+               "sandbox", sys.executable)
+    return Server(Path("/srv" if tree else "/"), *flags, argv0=sandbox, env=env)
 
 
 @pytest.fixture
 def unit_server():
-    started: list[UnitLikeServer] = []
+    started: list[Server] = []
 
     def start(caps, tree=None, *flags):
-        s = UnitLikeServer(caps, tree, *flags)
+        s = unit_like_server(caps, tree, *flags)
         started.append(s)
         return s
 
@@ -519,7 +482,6 @@ def test_tls_component_config_serves_as_the_pod_and_prometheus_expect(hosts, tmp
     import http.client
     import ssl
 
-    from test_http import Server
     from test_tls_auth import HASH, PASSWORD, openssl, signed
 
     gen = _generator()
