@@ -479,10 +479,9 @@ def test_tls_component_config_serves_as_the_pod_and_prometheus_expect(hosts, tmp
     """The exporter started with the component's --web.config.file, on a directory laid out
     like the mounted Secrets and holding tls/README.md's web config: the kubelet's TCP probe,
     Prometheus with the ServiceMonitor's CA, serverName and password, and a renewal."""
-    import http.client
     import ssl
 
-    from test_tls_auth import HASH, PASSWORD, openssl, signed
+    from test_tls_auth import HASH, PASSWORD, get, openssl, signed
 
     gen = _generator()
     pki = tmp_path / "pki"
@@ -505,10 +504,7 @@ def test_tls_component_config_serves_as_the_pod_and_prometheus_expect(hosts, tmp
         for _ in range(3):  # the tcpSocket probe: connect, close
             socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
         # Why not httpGet: plain HTTP gets 400, and HTTPS without credentials 401.
-        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
-        conn.request("GET", "/-/healthy")
-        assert conn.getresponse().status == 400
-        conn.close()
+        assert get(s.port, "/-/healthy")[0] == 400
         ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         assert https_get(s.port, ctx, gen.SERVER_NAME, "/-/healthy")[0] == 401
         status, body, cert = https_get(s.port, ctx, gen.SERVER_NAME, "/metrics",
