@@ -8,7 +8,6 @@ import signal
 import socket
 import threading
 import time
-import urllib.request
 
 import pytest
 from conftest import Scrape, parse_exposition
@@ -24,14 +23,15 @@ def slow_ampcli(root, seconds: float) -> None:
         "#!/bin/sh\n", SLOW_AMPCLI.format(runs=root / "runs", seconds=seconds), 1))
 
 
-def fetch(port: int, timeout: float = 20) -> tuple[int, str, float]:
+def timed_get(server: Server, timeout: float = 20) -> tuple[int, str, float]:
+    """Server.get of /metrics, and how long it took."""
     start = time.monotonic()
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
-        return r.status, r.read().decode(), time.monotonic() - start
+    status, body = server.get(timeout=timeout)
+    return status, body, time.monotonic() - start
 
 
 def series(scrape: Scrape) -> set:
-    """Every series of a scrape but the timing ones, whose values differ run to run."""
+    """(name, labels) of every series of a scrape: their values (timings) vary run to run."""
     return {(name, labels) for name, samples in scrape.items() for labels in samples}
 
 
@@ -40,7 +40,7 @@ def test_100_concurrent_scrapes_are_answered_whole(host_copy):
     slow_ampcli(root, 0.5)
     s = Server(root, "--ampcli.cache", "0")  # every burst needs a fresh ampcli run
     try:
-        reference = Scrape(parse_exposition(fetch(s.port)[1]))
+        reference = s.scrape()
         (root / "runs").unlink()
         results: list[tuple[int, str, float]] = []
         errors: list[BaseException] = []
@@ -49,7 +49,7 @@ def test_100_concurrent_scrapes_are_answered_whole(host_copy):
         def one():
             barrier.wait()
             try:
-                results.append(fetch(s.port))
+                results.append(timed_get(s))
             except BaseException as exc:
                 errors.append(exc)
 
@@ -83,15 +83,15 @@ def test_idle_and_slow_clients_delay_no_scrape(hosts):
     s = Server(hosts["healthy-ebpf-btf"])
     idle: list[socket.socket] = []
     try:
-        fetch(s.port)  # warm
+        s.get()  # warm
         for i in range(200):
             conn = socket.create_connection(("127.0.0.1", s.port), timeout=5)
             conn.sendall(SILENCES[i % len(SILENCES)])
             idle.append(conn)
         time.sleep(0.3)  # accepted, each holding a thread in recv
-        sequential = [fetch(s.port, timeout=5) for _ in range(20)]
+        sequential = [timed_get(s, timeout=5) for _ in range(20)]
         concurrent: list[tuple[int, str, float]] = []
-        threads = [threading.Thread(target=lambda: concurrent.append(fetch(s.port, timeout=5)))
+        threads = [threading.Thread(target=lambda: concurrent.append(timed_get(s, timeout=5)))
                    for _ in range(20)]
         for t in threads:
             t.start()
@@ -120,7 +120,7 @@ def test_sigterm_lets_the_scrape_in_flight_finish(host_copy):
     slow_ampcli(root, 2)
     s = Server(root, "--ampcli.timeout", "10")
     answer: list[tuple[int, str, float]] = []
-    in_flight = threading.Thread(target=lambda: answer.append(fetch(s.port)))
+    in_flight = threading.Thread(target=lambda: answer.append(timed_get(s)))
     try:
         in_flight.start()
         deadline = time.monotonic() + 5
@@ -129,7 +129,7 @@ def test_sigterm_lets_the_scrape_in_flight_finish(host_copy):
         s.proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         with pytest.raises(OSError):  # no new scrape is taken once stopping
-            fetch(s.port, timeout=2)
+            s.get(timeout=2)
         in_flight.join(timeout=15)
         assert answer, "the scrape in flight got no answer"
         status, body, seconds = answer[0]
