@@ -136,6 +136,8 @@ def fleet(hosts, host_copy, tmp_path):
         prometheus = Prometheus(tmp_path, sorted(instances.values()))
         yield instances, prometheus
     finally:
+        for s in servers:  # all shut down at once: each takes a moment, the eBPF one seconds
+            s.proc.terminate()
         if prometheus is not None:
             prometheus.stop()
         for s in servers:
