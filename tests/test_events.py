@@ -47,6 +47,23 @@ def programs_using(map_ids: set[int]) -> set[int]:
     return {p["id"] for p in programs() if map_ids & set(p.get("map_ids", ()))}
 
 
+def assert_unloaded(ours: set[int], message: str) -> None:
+    """None of these programs is loaded, once the kernel has had up to 5 s to free them
+    (it does so shortly after the last fd closes)."""
+    deadline = time.monotonic() + 5
+    while ours & {p["id"] for p in programs()} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not ours & {p["id"] for p in programs()}, message
+
+
+def wait_for_ebpf(server: Server, timeout: float = 60) -> None:
+    """Until the served exporter counts events through eBPF (compiling takes seconds)."""
+    deadline = time.monotonic() + timeout
+    while server.scrape().value("amp_exporter_events_source", source="ebpf") != 1:
+        assert time.monotonic() < deadline, "eBPF source never became active"
+        time.sleep(0.2)
+
+
 def events_exporter(*flags: str):
     args = build_parser().parse_args(["serve", "--collector.disable-defaults",
                                       "--collector.events", *flags])
@@ -94,10 +111,7 @@ def test_real_ebpf_counts_execs_opens_and_connects(tmp_path):
         assert len(ours) >= 15
     finally:
         exporter.close()
-    deadline = time.monotonic() + 5
-    while ours & {p["id"] for p in programs()} and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not ours & {p["id"] for p in programs()}, "programs left attached after close()"
+    assert_unloaded(ours, "programs left attached after close()")
 
 
 @needs_ebpf
@@ -243,11 +257,7 @@ def test_serving_rss_with_ebpf_within_5_mib_of_without(hosts):
                         "--path.procfs", "/proc", "--path.sysfs", "/sys")
         try:
             if source == "ebpf":
-                deadline = time.monotonic() + 60
-                while server.scrape().value("amp_exporter_events_source",
-                                            source="ebpf") != 1:
-                    assert time.monotonic() < deadline, "eBPF source never became active"
-                    time.sleep(0.2)
+                wait_for_ebpf(server)
             for _ in range(20):
                 server.scrape()
             rss[source] = rss_kib(server.proc.pid)
@@ -263,20 +273,14 @@ def test_nothing_stays_loaded_after_the_exporter_exits(hosts, how):
     assert shutil.which("bpftool"), "bpftool (Debian package) is installed by scripts/setup"
     server = Server(hosts["no-connector"], "--path.procfs", "/proc", "--path.sysfs", "/sys")
     try:
-        deadline = time.monotonic() + 60
-        while server.scrape().value("amp_exporter_events_source", source="ebpf") != 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_for_ebpf(server)
         ours = programs_using(map_ids_held_by(server.proc.pid))
         assert len(ours) >= 15, "the exporter's programs, found through the maps it holds"
         server.proc.send_signal(how)
         server.proc.wait(timeout=10)
     finally:
         server.stop()
-    deadline = time.monotonic() + 5
-    while ours & {p["id"] for p in programs()} and time.monotonic() < deadline:
-        time.sleep(0.1)  # the kernel frees programs shortly after the last fd closes
-    assert not ours & {p["id"] for p in programs()}, "programs left loaded after exit"
+    assert_unloaded(ours, "programs left loaded after exit")
 
 
 @needs_ebpf
