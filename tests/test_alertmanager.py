@@ -13,7 +13,7 @@ import json
 import shutil
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -48,7 +48,6 @@ class Alert:
     # must stay active.
     muted_by: frozenset = frozenset()
     rule: int | None = None  # the inhibit rule expected to mute it
-    fingerprint: str = field(default="", compare=False)
 
 
 def ours(key: str, name: str, host: str, fault_id: str | int | None = None,
