@@ -38,6 +38,7 @@ import argparse
 import bisect
 import collections
 import functools
+import itertools
 import os
 import shutil
 import subprocess
@@ -350,7 +351,7 @@ class Mutator:
         self.logs = Logs(root, scratch)
         self.soak, self.cache = soak, cache
         self.began = time.monotonic()
-        self.next_pid = 50001
+        self.pids = itertools.count(50001)  # for new processes
         self.plan = [step for c in range(cycles) for step in self.cycle(c)][:limit]
         self.kinds: collections.Counter[str] = collections.Counter()
         self.restart_kinds: collections.Counter[str] = collections.Counter()
@@ -364,47 +365,53 @@ class Mutator:
 
     # The script: one cycle covers every kind of change; faults overlap causes and restarts.
     # Even cycles rotate the daemon's log and truncate the scan service's, odd ones the
-    # other way round.
+    # other way round. Each step is one change: (kind, what makes it).
     def cycle(self, c: int) -> list[tuple[str, Callable[[], None]]]:
-        f, s = self.fault, self.toggle
         rotated, truncated = LOGS if c % 2 == 0 else LOGS[::-1]
-        daemon = functools.partial(self.log, "ampdaemon")
-        scansvc = functools.partial(self.log, "ampscansvc")
         up, down = "cause raised: ", "cause cleared: "
+
+        def f(fid: int, on: bool) -> tuple[str, Callable[[], None]]:
+            return f"fault {'raised' if on else 'cleared'}", functools.partial(self.fault, fid, on)
+
+        def s(kind: str, **fields) -> tuple[str, Callable[[], None]]:
+            return kind, functools.partial(self.change, **fields)
+
+        def log(name: str) -> tuple[str, Callable[[], None]]:
+            return "log appended", functools.partial(self.log, name)
+
+        restarted, stopped = "scan service restarted", "scan service stopped"
+        new_pid = (restarted, self.restart_new_pid)
         return [
-            *f(18, True), ("log appended", daemon), *self.restart_new_pid(), *f(18, False),
-            *s(up + "SELinux module disabled", selinux="disabled"), *f(19, True),
-            *s(down + "SELinux module disabled", selinux="enabled"), *f(19, False),
-            *s("ampcli broken (exit 3)", ampcli_broken=True), *self.restart_same_pid(),
-            ("log appended", scansvc), *s("ampcli repaired", ampcli_broken=False),
-            *f(7, True), *s(up + "definitions invalid", defs_invalid=True),
-            *s(up + "low memory", low_memory=True),
-            *s(down + "definitions invalid", defs_invalid=False),
-            *s(down + "low memory", low_memory=False), *f(7, False),
-            *self.restart_down_up(), ("log rotated", lambda: self.logs.rotate(rotated)),
-            ("log appended", functools.partial(self.log, rotated)),
-            *f(5, True), *s(up + "scan user missing", scan_user=False),
-            *s(up + "scan service as root", scan_root=True), *self.restart_new_pid(),
-            *s(down + "scan service as root", scan_root=False),
-            *s(down + "scan user missing", scan_user=True), *f(5, False),
-            *f(8, True), *f(9, True), *s("kernel module loaded", ampfsm=True), *f(8, False),
-            *s("kernel module unloaded", ampfsm=False), *f(9, False),
-            *s(up + "directory mode changed", dir_mode_changed=True), *f(6, True),
-            *self.restart_fork_exec(),
-            *s(down + "directory mode changed", dir_mode_changed=False), *f(6, False),
-            ("log truncated", lambda: self.logs.truncate(truncated)),
-            ("log appended", functools.partial(self.log, truncated)),
-            *s(up + "SELinux module missing", selinux="none"), *f(11, True), *f(16, True),
-            *f(23, True), *s(down + "SELinux module missing", selinux="enabled"),
-            ("fault cleared", lambda: self.report(())), *self.restart_new_pid(),
+            f(18, True), log("ampdaemon"), new_pid, f(18, False),
+            s(up + "SELinux module disabled", selinux="disabled"), f(19, True),
+            s(down + "SELinux module disabled", selinux="enabled"), f(19, False),
+            s("ampcli broken (exit 3)", ampcli_broken=True), (restarted, self.restart_same_pid),
+            log("ampscansvc"), s("ampcli repaired", ampcli_broken=False),
+            f(7, True), s(up + "definitions invalid", defs_invalid=True),
+            s(up + "low memory", low_memory=True),
+            s(down + "definitions invalid", defs_invalid=False),
+            s(down + "low memory", low_memory=False), f(7, False),
+            (stopped, self.crash), (restarted, self.restart_up),
+            ("log rotated", functools.partial(self.logs.rotate, rotated)), log(rotated),
+            f(5, True), s(up + "scan user missing", scan_user=False),
+            s(up + "scan service as root", scan_root=True), new_pid,
+            s(down + "scan service as root", scan_root=False),
+            s(down + "scan user missing", scan_user=True), f(5, False),
+            f(8, True), f(9, True), s("kernel module loaded", ampfsm=True), f(8, False),
+            s("kernel module unloaded", ampfsm=False), f(9, False),
+            s(up + "directory mode changed", dir_mode_changed=True), f(6, True),
+            (stopped, self.crash), ("daemon forked", self.fork), (restarted, self.restart_exec),
+            s(down + "directory mode changed", dir_mode_changed=False), f(6, False),
+            ("log truncated", functools.partial(self.logs.truncate, truncated)), log(truncated),
+            s(up + "SELinux module missing", selinux="none"), f(11, True), f(16, True),
+            f(23, True), s(down + "SELinux module missing", selinux="enabled"),
+            ("fault cleared", functools.partial(self.report, ())), new_pid,
         ]
 
-    def fault(self, fid: int, on: bool) -> list:
-        def do() -> None:
-            now = set(self.state.reported)
-            (now.add if on else now.discard)(fid)
-            self.report(tuple(sorted(now)))
-        return [("fault raised" if on else "fault cleared", do)]
+    def fault(self, fid: int, on: bool) -> None:
+        now = set(self.state.reported)
+        (now.add if on else now.discard)(fid)
+        self.report(tuple(sorted(now)))
 
     def report(self, faults: tuple[int, ...]) -> None:
         before = set(self.state.reported)
@@ -416,9 +423,6 @@ class Mutator:
             self.logs.append("ampdaemon", build_hosts.PID_DAEMON, [f"Fault {fid} cleared"],
                              self.clock())
 
-    def toggle(self, kind: str, **fields) -> list:
-        return [(kind, lambda: self.change(**fields))]
-
     def change(self, **fields) -> None:
         fields.setdefault("uptime", self.clock())
         self.state = replace(self.state, **fields)
@@ -428,6 +432,10 @@ class Mutator:
         """The host's uptime: it runs as the soak does."""
         return build_hosts.UPTIME + time.monotonic() - self.began
 
+    def ticks(self) -> int:
+        """The host's clock as a process's start time: ticks since boot."""
+        return int(self.clock() * build_hosts.HZ)
+
     def log(self, name: str) -> None:
         pid = build_hosts.PID_DAEMON
         if name == "ampscansvc" and self.state.scan_pid:
@@ -436,14 +444,9 @@ class Mutator:
                                      "Definitions up to date: main 62, daily 27833",
                                      "Event queue at 12%"], self.clock(), leave_open=True)
 
-    # Restarts of the scan service, four ways.
-    def _new_identity(self, same_pid: bool = False) -> tuple[int, int]:
-        pid = self.state.scan_pid if same_pid else None
-        if pid is None:
-            pid, self.next_pid = self.next_pid, self.next_pid + 1
-        return pid, int(self.clock() * build_hosts.HZ)
-
-    def _crash(self) -> None:
+    # Restarts of the scan service, four ways: a new PID; the same PID with a new start
+    # time; down (crash), then up; down, then the daemon forks a child that then execs.
+    def crash(self) -> None:
         old = self.state.scan_pid
         self.logs.append("ampscansvc", old or 0, ["Scan engine crashed scanning "
                                                   "/home/admin/Downloads/bundle.tar.xz"],
@@ -459,43 +462,32 @@ class Mutator:
         self.restart_kinds[kind] += 1
         self.logs.append("ampscansvc", pid, ["Scan service starting"], self.clock())
 
-    def restart_new_pid(self) -> list:
-        def do() -> None:
-            pid, start = self._new_identity()
-            # The new PID appears before the old one goes, but a scrape that lists proc
-            # before the one and reads the other after sees no scan service, as on a real
-            # host: a moment of "down" is part of this change.
-            self._transient.append(expected(replace(self.state, scan_pid=None), self.logs))
-            self.logs.append("ampdaemon", build_hosts.PID_DAEMON,
-                             [f"Scan service (pid {self.state.scan_pid}) exited on signal 11; "
-                              "restarting"], self.clock())
-            self._started("new PID", pid, start)
-        return [("scan service restarted", do)]
+    def restart_new_pid(self) -> None:
+        pid, start = next(self.pids), self.ticks()
+        # The new PID appears before the old one goes, but a scrape that lists proc
+        # before the one and reads the other after sees no scan service, as on a real
+        # host: a moment of "down" is part of this change.
+        self._transient.append(expected(replace(self.state, scan_pid=None), self.logs))
+        self.logs.append("ampdaemon", build_hosts.PID_DAEMON,
+                         [f"Scan service (pid {self.state.scan_pid}) exited on signal 11; "
+                          "restarting"], self.clock())
+        self._started("new PID", pid, start)
 
-    def restart_same_pid(self) -> list:
-        def do() -> None:
-            pid, start = self._new_identity(same_pid=True)
-            self._started("same PID, new start time", pid, start)
-        return [("scan service restarted", do)]
+    def restart_same_pid(self) -> None:
+        self._started("same PID, new start time", self.state.scan_pid or next(self.pids),
+                      self.ticks())
 
-    def restart_down_up(self) -> list:
-        def up() -> None:
-            self._started("down, then up", *self._new_identity())
-        return [("scan service stopped", self._crash), ("scan service restarted", up)]
+    def restart_up(self) -> None:
+        self._started("down, then up", next(self.pids), self.ticks())
 
-    def restart_fork_exec(self) -> list:
-        child: list[tuple[int, int]] = []
+    def fork(self) -> None:
+        self.change(fork_child=(next(self.pids), self.ticks()))
 
-        def fork() -> None:
-            child.append(self._new_identity())
-            self.change(fork_child=child[0])
-
-        def exec_() -> None:
-            # The host's clock stands still between fork and exec (microseconds on a real
-            # host, stretched here so that a scrape sees the child before it execs).
-            self._started("daemon forks, child execs", *child[0], uptime=self.state.uptime)
-        return [("scan service stopped", self._crash), ("daemon forked", fork),
-                ("scan service restarted", exec_)]
+    def restart_exec(self) -> None:
+        # The host's clock stands still between fork and exec (microseconds on a real
+        # host, stretched here so that a scrape sees the child before it execs).
+        self._started("daemon forks, child execs", *self.state.fork_child,
+                      uptime=self.state.uptime)
 
     # Running the script beside the scrapes.
     def run(self) -> None:
