@@ -9,8 +9,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -104,6 +106,22 @@ def scrape():
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+T = TypeVar("T")
+
+
+def concurrently(fn: Callable[[], T], n: int) -> list[T]:
+    """fn() in n threads released together, and what each returned; an exception in any
+    of them is raised here."""
+    barrier = threading.Barrier(n)
+
+    def one(_: int) -> T:
+        barrier.wait()
+        return fn()
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
 
 
 def free_port() -> int:

@@ -2,10 +2,10 @@
 
 import os
 import subprocess
-import threading
 import time
 
 import pytest
+from conftest import concurrently
 from test_restarts import exporter_for, scrape
 
 from amp_exporter.ampcli import OUTPUT_LIMIT, AmpcliRunner
@@ -87,12 +87,7 @@ def test_concurrent_callers_share_one_run(tmp_path, cache):
     # With no cache too: a run that finishes after a caller asked was in flight for it.
     path = script(tmp_path, f'sleep 0.3; printf "{STATUS}"')
     r = AmpcliRunner(path, 5, cache)
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(r.status())) for _ in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = concurrently(r.status, 20)
     assert r.runs == 1 and len(results) == 20 and all(x.ok for x in results)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from conftest import REPO, Scrape, have, parse_exposition
+from conftest import REPO, Scrape, concurrently, have, parse_exposition
 
 
 class Server:
@@ -134,12 +134,7 @@ def test_concurrent_scrapes_start_one_ampcli(host_copy, server):
     ampcli.write_text(real.replace("#!/bin/sh\n", f"#!/bin/sh\necho x >> {counter}\nsleep 0.5\n",
                                    1))
     s = server(root)
-    results: list[Scrape] = []
-    threads = [threading.Thread(target=lambda: results.append(s.scrape())) for _ in range(30)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = concurrently(s.scrape, 30)
     assert len(results) == 30
     assert all(r.success()["connector"] == 1 for r in results)
     assert counter.read_text().count("x") == 1

@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from conftest import Scrape, parse_exposition
+from conftest import Scrape, concurrently, parse_exposition
 from test_http import Server
 
 SLOW_AMPCLI = "#!/bin/sh\necho x >> {runs}\nsleep {seconds}\n"
@@ -42,23 +42,7 @@ def test_100_concurrent_scrapes_are_answered_whole(host_copy):
     try:
         reference = s.scrape()
         (root / "runs").unlink()
-        results: list[tuple[int, str, float]] = []
-        errors: list[BaseException] = []
-        barrier = threading.Barrier(100)
-
-        def one():
-            barrier.wait()
-            try:
-                results.append(timed_get(s))
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=one) for _ in range(100)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors[:3]
+        results = concurrently(lambda: timed_get(s), 100)
         assert len(results) == 100 and {status for status, _, _ in results} == {200}
         for _, body, _ in results:
             got = Scrape(parse_exposition(body))
@@ -90,13 +74,7 @@ def test_idle_and_slow_clients_delay_no_scrape(hosts):
             idle.append(conn)
         time.sleep(0.3)  # accepted, each holding a thread in recv
         sequential = [timed_get(s, timeout=5) for _ in range(20)]
-        concurrent: list[tuple[int, str, float]] = []
-        threads = [threading.Thread(target=lambda: concurrent.append(timed_get(s, timeout=5)))
-                   for _ in range(20)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        concurrent = concurrently(lambda: timed_get(s, timeout=5), 20)
         for status, body, seconds in sequential + concurrent:
             assert status == 200 and seconds < 1.0, seconds
             assert set(Scrape(parse_exposition(body)).success().values()) == {1.0}

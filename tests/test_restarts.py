@@ -6,11 +6,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
-from conftest import Scrape, parse_exposition
+from conftest import Scrape, concurrently, parse_exposition
 
 from amp_exporter.cli import build_parser, exposition, make_exporter
 
@@ -78,13 +77,7 @@ def test_concurrent_scrapes_count_a_restart_once(host_copy):
     try:
         scrape(exporter)
         restart(root, "ampscansvc", 60001)
-        results: list[Scrape] = []
-        threads = [threading.Thread(target=lambda: results.append(scrape(exporter)))
-                   for _ in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = concurrently(lambda: scrape(exporter), 16)
         assert {r.value("cisco_amp_scan_service_restarts_total") for r in results} == {1}
     finally:
         exporter.close()

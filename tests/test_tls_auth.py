@@ -8,13 +8,12 @@ import http.client
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import bcrypt
 import pytest
-from conftest import have, parse_exposition
+from conftest import concurrently, have, parse_exposition
 from test_http import Server
 
 pytestmark = pytest.mark.skipif(not have("openssl"), reason="openssl CLI missing")
@@ -188,18 +187,12 @@ def test_idle_clients_do_not_delay_scrapes_or_shutdown(serve, pki):
             elapsed = time.monotonic() - start
             assert status == 200 and elapsed < 1.0, elapsed
         # Concurrent scrapes too, while the idle clients still hold their connections.
-        results: list[float] = []
-
-        def one():
+        def one() -> float:
             start = time.monotonic()
             get(s.port, ctx=ctx, user="prometheus", password=PASSWORD, timeout=5)
-            results.append(time.monotonic() - start)
+            return time.monotonic() - start
 
-        threads = [threading.Thread(target=one) for _ in range(5)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = concurrently(one, 5)
         assert len(results) == 5 and max(results) < 1.5, results
         start = time.monotonic()
         assert s.stop() == 0  # SIGTERM: idle clients do not hold the shutdown
