@@ -490,9 +490,12 @@ class Mutator:
 
     # Running the script beside the scrapes.
     def run(self) -> None:
+        # Spread over the first 90% of the scrapes: the last change, too, needs scrapes
+        # that start after it is made (after n/(changes+1), a slow change could miss them).
+        span = self.soak.n * 9 // 10
         try:
             for n, (kind, do) in enumerate(self.plan, 1):
-                if not self.soak.wait_for_count(n * self.soak.n // (len(self.plan) + 1)):
+                if not self.soak.wait_for_count(n * span // len(self.plan)):
                     self.error = f"scrapes ended before change {n} of {len(self.plan)}"
                     return
                 self._transient = []
