@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,6 +77,13 @@ def main() -> int:
     parser.add_argument("--opens", type=int, default=500_000)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="amp-bench-"))
+    try:
+        return run(work, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path, args: argparse.Namespace) -> int:
     binary = work / "storm"
     subprocess.run(["cc", "-O2", "-o", str(binary), str(REPO / "bench/storm.c")], check=True)
     target = work / "file"
