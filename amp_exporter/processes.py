@@ -85,15 +85,15 @@ class ProcessSnapshot:
         return {p.name for p in self.processes}
 
 
-def _parse_stat(text: str) -> tuple[str, int]:
-    """(comm, starttime in clock ticks) from /proc/PID/stat. comm may hold ')' or spaces.
-    Raises ValueError on anything else."""
+def _parse_stat(text: str) -> tuple[str, int, int]:
+    """(comm, parent PID, starttime in clock ticks) from /proc/PID/stat. comm may hold ')'
+    or spaces. Raises ValueError on anything else."""
     head, paren, tail = text.rpartition(")")
     comm = head.partition("(")[2]
     fields = tail.split()
     if not paren or len(fields) < 20:
         raise ValueError(f"not a proc/PID/stat line: {text[:60]!r}")
-    return comm, int(fields[19])
+    return comm, int(fields[1]), int(fields[19])
 
 
 class ProcessTable:
@@ -154,10 +154,8 @@ class ProcessTable:
     def _classify(self, pid: int, uptime: Optional[float]) -> Optional[tuple[str, int]]:
         """(connector process name, start ticks) for a connector process, else None."""
         try:
-            text = read_text(self.paths.proc(str(pid), "stat"), 4096)
-            comm, start = _parse_stat(text)
-            ppid = int(text.rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
+            comm, ppid, start = _parse_stat(read_text(self.paths.proc(str(pid), "stat"), 4096))
+        except (OSError, ValueError):
             return None  # gone, or unreadable: not ours to report
         young = uptime is not None and uptime - start / self._ticks < _YOUNG_SECONDS
         if young:

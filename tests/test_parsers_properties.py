@@ -662,7 +662,7 @@ def test_cvd_header_round_trips(case, body):
 @given(st.one_of(ANY_TEXT, lines_of(["1187", " (", "ampdaemon", ") ", ")", "S", " 1", " 0"])))
 @example("1 (x) S 1")  # too few fields: was an IndexError
 @example("no parenthesis at all " + "1 " * 30)
-def test_stat_is_comm_and_start_or_a_value_error(text):
+def test_stat_is_comm_ppid_and_start_or_a_value_error(text):
     only_raises(_parse_stat, ValueError, text)
 
 
@@ -670,7 +670,7 @@ def test_stat_is_comm_and_start_or_a_value_error(text):
        st.integers(0, 2**63), st.lists(st.integers(0, 2**40), min_size=30, max_size=40))
 def test_stat_round_trips(pid, comm, start, rest):
     fields = ["S", *map(str, rest[:18]), str(start), *map(str, rest[18:])]
-    assert _parse_stat(f"{pid} ({comm}) {' '.join(fields)}\n") == (comm, start)
+    assert _parse_stat(f"{pid} ({comm}) {' '.join(fields)}\n") == (comm, rest[0], start)
 
 
 @pytest.fixture(scope="module")
