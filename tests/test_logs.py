@@ -55,7 +55,6 @@ def test_appends_rotation_truncation_and_partial_lines(host_copy):
         exporter.close()
 
 
-
 def test_rotation_loses_no_line(host_copy):
     """Lines written to the log after the last scrape and before logrotate renames it,
     and by a daemon still writing to its open fd after the rename, are all counted (the

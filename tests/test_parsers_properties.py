@@ -931,7 +931,6 @@ def test_possible_cpus_round_trips(scratch, ranges, end):
     assert bpfsys.possible_cpus(str(scratch / "possible")) == total
 
 
-
 # -- nesting ------------------------------------------------------------------------------
 
 def test_deeply_nested_policy_is_read_without_recursion():
