@@ -149,17 +149,6 @@ def _pid_dir(path: str) -> Optional[str]:
         parts[1].isdigit() else None
 
 
-def _dirs(entries: dict) -> dict[str, int]:
-    dirs: dict[str, int] = {}
-    for path, entry in entries.items():
-        parts = path.split("/")
-        for i in range(1, len(parts)):
-            dirs.setdefault("/".join(parts[:i]), 0o755)
-        if entry[0] == "d":
-            dirs[path] = entry[1]
-    return dirs
-
-
 class Disk:
     """Moves a host tree on disk from one rendered state to another, each step atomic: a
     file or link is written aside and renamed over, a new proc/PID directory is built aside
@@ -187,7 +176,8 @@ class Disk:
         whole = new_pids ^ old_pids
         keep_old = {p: e for p, e in old.items() if _pid_dir(p) not in whole}
         keep_new = {p: e for p, e in new.items() if _pid_dir(p) not in whole}
-        old_dirs, new_dirs = _dirs(keep_old), _dirs(keep_new)
+        old_dirs = build_hosts.directory_modes(keep_old)
+        new_dirs = build_hosts.directory_modes(keep_new)
         for d in sorted(new_dirs):
             if d not in old_dirs:
                 (self.root / d).mkdir()

@@ -143,6 +143,19 @@ class Host:
 Entry = Union[tuple[str, bytes, int], tuple[str, str], tuple[str, int]]
 
 
+def directory_modes(entries: dict) -> dict[str, int]:
+    """{directory: mode} for every directory the entries name or lie under (0755 unless an
+    entry says otherwise)."""
+    dirs: dict[str, int] = {}
+    for path, entry in entries.items():
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            dirs.setdefault("/".join(parts[:i]), 0o755)
+        if entry[0] == "d":
+            dirs[path] = entry[1]
+    return dirs
+
+
 class Tree:
     """Paths (relative to the host root) mapped to files, symlinks and directories."""
 
@@ -163,13 +176,7 @@ class Tree:
         self.entries[path] = ("d", mode)
 
     def write(self, root: Path) -> None:
-        dirs: dict[str, int] = {"": 0o755}
-        for path, entry in self.entries.items():
-            parts = path.split("/")
-            for i in range(1, len(parts)):
-                dirs.setdefault("/".join(parts[:i]), 0o755)
-            if entry[0] == "d":
-                dirs[path] = entry[1]  # type: ignore[assignment]
+        dirs = {"": 0o755, **directory_modes(self.entries)}
         for d in sorted(dirs):
             (root / d).mkdir(parents=True, exist_ok=True)
             os.chmod(root / d, 0o755)
