@@ -108,12 +108,25 @@ class AmpcliRunner:
         if truncated:
             return result(None, "parse", f"ampcli printed more than {OUTPUT_LIMIT} bytes")
         if code != 0:
-            return result(None, "exit_status", f"ampcli exited with status {code}", code)
+            said = last_line(output)
+            return result(None, "exit_status", f"ampcli exited with status {code}"
+                          + (f" after printing {said!r}" if said else ""), code)
         try:
             status = parse_status(output.decode("utf-8", errors="replace"))
         except StatusParseError as exc:
             return result(None, "parse", str(exc), code)
         return result(status, None, "ok", code)
+
+
+def last_line(output: bytes, limit: int = 120) -> str:
+    """The last non-blank line ampcli printed, printable ASCII only and cut to LIMIT: what a
+    person needs to tell "Trying to connect..." (no daemon to talk to) from other failures."""
+    for raw in reversed(output.splitlines()):
+        text = "".join(c for c in raw.decode("ascii", errors="replace") if c.isprintable())
+        text = " ".join(text.replace("\ufffd", "").split())
+        if text:
+            return text[:limit]
+    return ""
 
 
 def _read_bounded(proc: subprocess.Popen, timeout: float) -> tuple[bytes, bool, bool]:

@@ -350,6 +350,66 @@ CAUSE_READS = {
 
 FAULTS_BY_ID: dict[int, Fault] = {f.id: f for f in FAULTS}
 
+@dataclass(frozen=True)
+class ConnectorState:
+    """What the exporter can tell about the connector before any fault: is it there, does
+    its daemon run, does it answer. `name` is the `state` label of cisco_amp_connector_state
+    and never changes once released; `check` prints `headline` first and `next_step` after
+    it, the runbooks restate both."""
+
+    name: str
+    meaning: str
+    headline: str
+    next_step: str
+    # An alert pages on this state (None: no alert of its own).
+    alert: Optional[str] = None
+
+
+# The connector's own service: systemd unit cisco-amp.service; upstart job cisco-amp on
+# RHEL/CentOS 6 (its installer log shows "init: cisco-amp pre-start").
+_WHY_STOPPED = ("systemctl status cisco-amp, journalctl -u cisco-amp and "
+                f"{DAEMON_LOG} (upstart: /var/log/messages)")
+
+CONNECTOR_STATES: tuple[ConnectorState, ...] = (
+    ConnectorState(
+        "answering",
+        "The connector daemon answers `ampcli status`: its faults below are its own report.",
+        "The connector answers.", ""),
+    ConnectorState(
+        "not_installed",
+        "No connector is installed under the host root (no opt/cisco/amp/bin/ampdaemon).",
+        "NOT PROTECTED: no Cisco Secure Endpoint connector is installed on this host.",
+        "Install the connector if this host should be protected (package "
+        "ciscoampconnector); if it should not, stop monitoring it with amp-exporter."),
+    ConnectorState(
+        "daemon_not_running",
+        "The connector is installed but no ampdaemon process runs, and ampcli gets no "
+        "answer: nothing monitors or protects the host.",
+        "CRITICAL: the connector daemon (ampdaemon) is not running; this host is unprotected.",
+        "Start it with systemctl start cisco-amp (upstart: initctl start cisco-amp); why it "
+        f"stopped: {_WHY_STOPPED}.",
+        alert="ConnectorDaemonNotRunning"),
+    ConnectorState(
+        "not_answering",
+        "ampdaemon runs but `ampcli status` does not answer (it timed out, failed, or printed "
+        "something that is not a status): the daemon may be hung, and whether it protects "
+        "the host cannot be told.",
+        "CRITICAL: the connector daemon runs but does not answer `ampcli status`; its "
+        "protection cannot be confirmed.",
+        f"Run /opt/cisco/amp/bin/ampcli status by hand and read {DAEMON_LOG}; if it stays "
+        "silent, restart it with systemctl restart cisco-amp (upstart: initctl restart "
+        "cisco-amp).",
+        alert="ConnectorNotAnswering"),
+    ConnectorState(
+        "unknown",
+        "amp-exporter may not run ampcli (permission denied), so it cannot ask the connector.",
+        "UNKNOWN: amp-exporter cannot ask the connector (it may not run ampcli).",
+        "Run `amp-exporter check` as root, or give the exporter's user the right to run "
+        "ampcli (docs/security.md)."),
+)
+CONNECTOR_STATES_BY_NAME: dict[str, ConnectorState] = {s.name: s for s in CONNECTOR_STATES}
+
+
 
 def fault(fault_id: int) -> Optional[Fault]:
     return FAULTS_BY_ID.get(fault_id)

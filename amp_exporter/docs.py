@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from amp_exporter.catalog import FAULTS
+from amp_exporter.catalog import CONNECTOR_STATES, FAULTS
 from amp_exporter.ebpf_program import FAMILIES, FAMILY_HELP, PROCFS_FAMILIES
 from amp_exporter.registry import DESCS, available
 
@@ -58,6 +58,14 @@ def metrics_md() -> str:
         points = ", ".join(f"`{tp}`" for tp in tracepoints)
         fallback = PROCFS_FAMILIES.get(family, "not available")
         out.append(f"| `{family}` | {FAMILY_HELP[family]} | {points} | {fallback} |\n")
+    out.append("\n## Values of the `state` label\n\n`cisco_amp_connector_state{state}` is 1 "
+               "for exactly one state on an installed or absent connector (all five series are "
+               "always present while the connector collector runs). `amp-exporter check` exits "
+               "1 in every state but `answering`.\n\n| state | what the exporter saw | what "
+               "`check` says first | next step |\n|---|---|---|---|\n")
+    for state in CONNECTOR_STATES:
+        out.append(f"| `{state.name}` | {_cell(state.meaning)} | {_cell(state.headline)} | "
+                   f"{_cell(state.next_step) or '(the faults, below it)'} |\n")
     out.append("\n## Values of the `cause` label\n\nSee [faults.md](faults.md) for what each "
                "cause means, what it reads and how to fix it.\n\n| fault_id | cause |\n|---|---|\n")
     for fault in FAULTS:

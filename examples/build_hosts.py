@@ -135,6 +135,10 @@ class Host:
     policy: tuple[str, int] = ("Server Protect Policy for Linux", 4021)
     log: tuple[Event, ...] = ()  # extra log lines
     fault_time: int = 3000  # seconds after boot when the faults were raised
+    daemon: bool = True  # False: installed, but ampdaemon is not running
+    # How ampcli status behaves: "status" (answers), "no_daemon" (cannot connect: prints
+    # "Trying to connect..." and exits 1), "hang" (connects, then never answers).
+    ampcli_answer: str = "status"
 
 
 # --------------------------------------------------------------------------- tree
@@ -359,9 +363,13 @@ def status_text(h: Host) -> str:
 
 def ampcli(h: Host) -> str:
     assert h.connector
-    noise = ("echo '[logger] Set minimum reported log level to notice'\n"
-             "echo 'Trying to connect...'\necho 'Connected.'\n") if h.noise else ""
+    logger = "echo '[logger] Set minimum reported log level to notice'\n"
+    noise = (logger + "echo 'Trying to connect...'\necho 'Connected.'\n") if h.noise else ""
     short = ".".join(h.connector.split(".")[:3])
+    if h.ampcli_answer == "no_daemon":  # what the issue saw on a host whose daemon died
+        noise = logger + "echo 'Trying to connect...'\nexit 1\n"
+    elif h.ampcli_answer == "hang":  # a stuck daemon: the exporter's deadline must end it
+        noise = logger + "echo 'Trying to connect...'\necho 'Connected.'\nexec sleep 3600\n"
     return (
         "#!/bin/sh\n# Stand-in for ampcli, written by examples/build_hosts.py.\n"
         "# Reads the command from its arguments or, like the real ampcli, from stdin.\n"
@@ -561,7 +569,7 @@ def processes(t: Tree, h: Host) -> list[Proc]:
              uid=1000, tty=34816,
              fds=(*std_fds("/dev/pts/0"), Fd(255, "/dev/pts/0", "0102002", 25, 3))),
     ]
-    if not h.connector:
+    if not h.connector or not h.daemon:
         return procs
     bin_ = f"/{AMP}/bin"
     daemon_fds = [*std_fds(), log_fd(3, t, "ampdaemon", 134519), sock(4, INO_CLOUD),
@@ -714,7 +722,7 @@ def proc_files(t: Tree, h: Host) -> None:
            "   uid  timeout inode".ljust(149),
            tcp_line(0, "00000000:0016", "00000000:0000", 0x0A, 0, INO_SSH4),
            tcp_line(1, f"{ip}:0016", f"{hex4('10.0.2.2')}:CD22", 1, 0, INO_SSH_SESSION)]
-    if h.connector:
+    if h.connector and h.daemon:
         tcp.append(tcp_line(2, f"{ip}:C29E", f"{hex4(CLOUD_IP)}:01BB", 1, 0, INO_CLOUD))
     t.file("proc/net/tcp", "\n".join(tcp) + "\n")
     t.file("proc/net/tcp6", (
@@ -929,6 +937,15 @@ HOSTS: dict[str, Host] = {
         EBPF_BTF, description="faults 7 (Critical) and 23 (Major, not in the catalog); "
         "scan service not running", scan_pid=None, **DEGRADED, scan="Scanning disabled",
         faults=(fault(7, "Critical"), fault(23, "Major")), log=SCAN_FAILED),
+    "daemon-dead": replace(
+        EBPF_BTF, description="connector installed but ampdaemon not running (it died; its "
+        "scan service went with it): ampcli prints 'Trying to connect...' and exits 1",
+        daemon=False, scan_pid=None, updater=False, progs=(), maps=(), ampcli_answer="no_daemon",
+        log=((5100, "ampdaemon", D, "Error", "Terminating on signal 6 (Aborted)"),)),
+    "ampcli-silent": replace(
+        EBPF_HEADERS, description="ampdaemon runs but ampcli status never answers (connects, "
+        "then hangs: a stuck daemon); serve it with --ampcli.timeout 1 for quick scrapes",
+        ampcli_answer="hang"),
 }
 
 

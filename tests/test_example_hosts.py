@@ -85,8 +85,17 @@ def test_ampcli_status(hosts: dict[str, Path], name: str) -> None:
     if name == "no-connector":
         assert not (hosts[name] / "opt/cisco").exists()
         return
+    host = bh.HOSTS[name]
+    if host.ampcli_answer == "hang":
+        with pytest.raises(subprocess.TimeoutExpired):
+            subprocess.run(["/bin/sh", str(ampcli), "status"], capture_output=True,
+                           timeout=1, check=False)
+        return
     res = subprocess.run(["/bin/sh", str(ampcli), "status"], capture_output=True, text=True,
                          timeout=5, check=False)
+    if host.ampcli_answer == "no_daemon":
+        assert res.returncode == 1 and res.stdout.rstrip().endswith("Trying to connect...")
+        return
     assert res.returncode == 0 and "Status:" in res.stdout
     faults = bh.HOSTS[name].faults
     ids = [line.split()[1] for line in res.stdout.splitlines() if line.startswith("ID ")]
@@ -122,7 +131,7 @@ def test_psutil_reads_connector_processes(hosts: dict[str, Path]) -> None:
             psutil.PROCFS_PATH = str(root / "proc")
             pids = connector_pids(root)
             host = bh.HOSTS[name]
-            assert ("ampdaemon" in pids) == (host.connector is not None)
+            assert ("ampdaemon" in pids) == (host.connector is not None and host.daemon)
             assert ("ampscansvc" in pids) == bool(host.connector and host.scan_pid)
             for comm, pid in pids.items():
                 proc = psutil.Process(pid)

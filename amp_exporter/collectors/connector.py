@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from amp_exporter import connector_files
-from amp_exporter.catalog import FAULTS
+from amp_exporter.ampcli import AmpcliResult
+from amp_exporter.catalog import CONNECTOR_STATES, FAULTS
+from amp_exporter.processes import DAEMON
 from amp_exporter.registry import Collector, CollectorError, counter, gauge, register
 
 STATUS_FIELDS_AS_LABELS = {  # ampcli key -> info label; values are short fixed words
@@ -40,6 +42,10 @@ INFO = gauge(NAME, "cisco_amp_connector_info",
 POLICY_FEATURE = gauge(NAME, "cisco_amp_policy_feature_enabled",
                        "1 when the applied policy turns the feature on (absent when it cannot be "
                        "read; faults 8, 9 and 16 then count the feature as on).", ("feature",))
+STATE = gauge(NAME, "cisco_amp_connector_state",
+              "The connector's state, 1 for the current one (" +
+              ", ".join(s.name for s in CONNECTOR_STATES) + "; see docs/metrics.md).",
+              ("state",))
 AMPCLI_RUNS = counter(NAME, "amp_exporter_ampcli_runs", "Times the exporter started ampcli.")
 AMPCLI_DURATION = gauge(NAME, "amp_exporter_ampcli_duration_seconds",
                         "How long the last ampcli status run took.")
@@ -60,14 +66,21 @@ class ConnectorCollector(Collector):
             for f in FAULTS:
                 active.add_metric([str(f.id)], 0.0)
                 severity.add_metric([str(f.id)], 0.0)
-            return [*families, active, severity]
+            return [*families, state_family("not_installed"), active, severity]
 
         families.extend(self.policy_features())
         result = self.shared.ampcli_status()
         families.extend(self.ampcli_health())
         if not result.ok:
+            state = self.silent_state(result)
+            families.append(state_family(state))
+            if state == "daemon_not_running":
+                # Nothing wrong with the exporter: a stopped daemon cannot answer, and that
+                # is the finding. Its faults are unknown, so they are left out, never 0.
+                return families
             raise CollectorError(result.error or "internal", f"ampcli status: {result.message}",
                                  partial=families)
+        families.append(state_family("answering"))
         status = result.status
         reported = dict(status.faults)
         for f in FAULTS:
@@ -102,6 +115,17 @@ class ConnectorCollector(Collector):
         families.append(INFO.single(1, *(labels[k] for k in INFO.labels)))
         return families
 
+    def silent_state(self, result: AmpcliResult) -> str:
+        """Why an installed connector gave no status: ampcli's answer is trusted over the
+        process table (a process table that cannot be read never means "daemon stopped")."""
+        if result.error == "permission":
+            return "unknown"
+        try:
+            running = self.shared.processes.snapshot().running(DAEMON)
+        except (OSError, CollectorError):
+            running = True
+        return "not_answering" if running else "daemon_not_running"
+
     def policy_features(self):
         family = POLICY_FEATURE.family()
         for feature, on in connector_files.policy_features(self.paths).items():
@@ -117,3 +141,10 @@ class ConnectorCollector(Collector):
             families.append(AMPCLI_DURATION.single(last.duration_seconds))
             families.append(AMPCLI_SUCCESS.single(last.ok))
         return families
+
+
+def state_family(current: str):
+    family = STATE.family()
+    for s in CONNECTOR_STATES:
+        family.add_metric([s.name], 1.0 if s.name == current else 0.0)
+    return family
