@@ -1,10 +1,16 @@
-"""`amp-exporter check`: a human report of this host, from the same collectors as /metrics."""
+"""`amp-exporter check`: a human report of this host, from the same collectors as /metrics.
+
+The first line is the verdict with the next step, so that a person (or a script reading
+one line) knows at once: OK, PROBLEM (faults or causes), CRITICAL (the connector daemon is
+down or does not answer), NOT PROTECTED (no connector) or UNKNOWN (the exporter could not
+ask). Exit 0 only for OK.
+"""
 
 from __future__ import annotations
 
 from typing import Optional, TextIO
 
-from amp_exporter.catalog import FAULTS, FAULTS_BY_ID
+from amp_exporter.catalog import CONNECTOR_STATES_BY_NAME, FAULTS, FAULTS_BY_ID
 from amp_exporter.causes import CauseCollector
 from amp_exporter.registry import Exporter
 
@@ -38,23 +44,35 @@ def run(exporter: Exporter, out: TextIO) -> int:
     last = exporter.shared.ampcli.last
     messages = ({fid: f.message for fid, f in last.status.faults.items() if f.message}
                 if last is not None and last.status is not None else {})
-    problems = 0
-    installed = value("cisco_amp_connector_installed")
-    out.write(f"Host root: {exporter.settings.paths.rootfs}\n")
-    if installed == 0:
-        out.write("Connector: not installed (no opt/cisco/amp/bin/ampdaemon); nothing to check.\n")
-    else:
+    states = [dict(k)["state"] for k, v in values.get("cisco_amp_connector_state", {}).items()
+              if v == 1]
+    state = states[0] if states else None
+    if state is None and "connector" in failed:
+        state = "unknown"  # the collector could not even tell whether it is installed
+
+    body: list[str] = [f"Host root: {exporter.settings.paths.rootfs}\n"]
+    problems: list[str] = []
+    if state == "not_installed":
+        body.append("Connector: not installed (no opt/cisco/amp/bin/ampdaemon).\n")
+    elif state is not None:
         connected = value("cisco_amp_connector_connected")
         degraded = value("cisco_amp_connector_degraded")
-        out.write("Connector: installed, "
-                  + {1.0: "connected", 0.0: "DISCONNECTED", None: "connection unknown"}[connected]
-                  + (", DEGRADED mode" if degraded == 1 else "") + "\n")
-        problems += connected == 0
+        said = {"answering": {1.0: "connected", 0.0: "DISCONNECTED",
+                              None: "connection unknown"}[connected],
+                "daemon_not_running": "DAEMON NOT RUNNING",
+                "not_answering": "NOT ANSWERING ampcli status",
+                "unknown": "state unknown"}[state]
+        body.append("Connector: installed, " + said
+                    + (", DEGRADED mode" if degraded == 1 else "") + "\n")
+        if state == "answering" and connected == 0:
+            problems.append("the connector is disconnected from the Cisco cloud")
+        if state in ("not_answering", "unknown") and last is not None and not last.ok:
+            body.append(f"ampcli: {last.message}\n")
         gens = [dict(k)["generation"] for k, v in values.get(
             "cisco_amp_monitoring_generation", {}).items() if v == 1]
         if gens:
-            out.write(f"Monitoring: {gens[0]}\n")
-    out.write("\n")
+            body.append(f"Monitoring: {gens[0]}\n")
+    body.append("\n")
 
     reported = {dict(k)["fault_id"]: v for k, v in values.get("cisco_amp_fault_active",
                                                               {}).items()}
@@ -65,31 +83,52 @@ def run(exporter: Exporter, out: TextIO) -> int:
                  if (fault.id, c.name) in details]
         if active == 1:
             sev = SEVERITY_WORDS.get(int(value("cisco_amp_fault_severity", fault_id=fid) or 0))
-            state = f"RAISED ({sev})"
+            status = f"RAISED ({sev})"
+            problems.append(f"fault {fault.id} raised ({sev})")
         elif active is None:
-            state = "unknown (ampcli did not answer)"
+            status = "unknown (ampcli did not answer)"
         else:
-            state = "clear" + (", but a cause is present" if found else "")
-        out.write(f"[{fault.id:>2}] {fault.title}: {state}\n")
+            status = "clear" + (", but a cause is present" if found else "")
+            if found:
+                problems.append(f"fault {fault.id}: a cause is present")
+        body.append(f"[{fault.id:>2}] {fault.title}: {status}\n")
         if fault.id in messages:
-            out.write(f"     connector says: {messages[fault.id]}\n")
+            body.append(f"     connector says: {messages[fault.id]}\n")
         if active == 1 or found:
-            problems += 1
             for cause, detail in found:
-                out.write(f"     cause: {detail}\n       fix: {cause.remedy}\n")
+                body.append(f"     cause: {detail}\n       fix: {cause.remedy}\n")
             if active == 1:
                 if not found:
-                    out.write("     no cause found by the exporter's own checks\n")
+                    body.append("     no cause found by the exporter's own checks\n")
                 for action in fault.actions:
-                    out.write(f"     - {action}\n")
+                    body.append(f"     - {action}\n")
     unknown = sorted((fid for fid, v in reported.items()
                       if v == 1 and int(fid) not in FAULTS_BY_ID), key=int)
     for fid in unknown:
-        problems += 1
-        out.write(f"[{fid:>2}] (not in the catalog): RAISED\n")
+        problems.append(f"fault {fid} raised (not in the catalog)")
+        body.append(f"[{fid:>2}] (not in the catalog): RAISED\n")
         if int(fid) in messages:
-            out.write(f"     connector says: {messages[int(fid)]}\n")
+            body.append(f"     connector says: {messages[int(fid)]}\n")
     if failed:
-        out.write("\nChecks that could not run (see the log above): " + ", ".join(failed) + "\n")
-    out.write("\n" + ("Healthy.\n" if problems == 0 else f"{problems} problem(s) found.\n"))
-    return 1 if problems else 0
+        body.append("\nChecks that could not run (see the log above): " + ", ".join(failed)
+                    + "\n")
+
+    out.write(headline(state, problems, failed) + "\n")
+    out.write("".join(body))
+    healthy = (state in (None, "answering")) and not problems
+    out.write("\n" + ("Healthy.\n" if healthy else "Not healthy: see the first line.\n"))
+    return 0 if healthy else 1
+
+
+def headline(state: Optional[str], problems: list[str], failed: list[str]) -> str:
+    """The verdict in one line, with what to do next."""
+    if state not in (None, "answering"):
+        known = CONNECTOR_STATES_BY_NAME[state]
+        return f"{known.headline} Next: {known.next_step}"
+    if problems:
+        return (f"PROBLEM: {len(problems)} problem(s): " + "; ".join(problems) +
+                ". Next: the causes and steps below, per fault.")
+    skipped = f" ({len(failed)} check(s) could not run: {', '.join(failed)})" if failed else ""
+    if state is None:
+        return f"OK: no cause found; the connector was not asked (collector off){skipped}."
+    return f"OK: the connector answers and reports no fault; no cause found{skipped}."

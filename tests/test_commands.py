@@ -13,12 +13,50 @@ import pytest
 from conftest import REPO, builder, parse_exposition, run_exporter
 
 
-@pytest.mark.parametrize("name", ["healthy-ebpf-btf", "healthy-ebpf-headers", "healthy-kmod",
-                                  "no-connector"])
+@pytest.mark.parametrize("name", ["healthy-ebpf-btf", "healthy-ebpf-headers", "healthy-kmod"])
 def test_check_is_0_on_healthy_hosts(hosts, name):
     result = run_exporter("check", "--path.rootfs", str(hosts[name]))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("OK: the connector answers and reports no fault")
     assert result.stdout.rstrip().endswith("Healthy.")
+
+
+@pytest.mark.parametrize(("name", "first_line", "flags"), [
+    ("daemon-dead", "CRITICAL: the connector daemon (ampdaemon) is not running; this host "
+     "is unprotected. Next: Start it with systemctl start cisco-amp", ()),
+    ("ampcli-silent", "CRITICAL: the connector daemon runs but does not answer `ampcli "
+     "status`; its protection cannot be confirmed. Next: Run /opt/cisco/amp/bin/ampcli status "
+     "by hand", ("--ampcli.timeout", "0.5")),
+    # A host that should be protected and is not: not healthy.
+    ("no-connector", "NOT PROTECTED: no Cisco Secure Endpoint connector is installed on this "
+     "host. Next: Install the connector", ()),
+])
+def test_check_is_1_and_says_first_when_the_connector_cannot_protect(hosts, name, first_line,
+                                                                       flags):
+    result = run_exporter("check", "--path.rootfs", str(hosts[name]), *flags)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.startswith(first_line), result.stdout
+    assert "\n" not in result.stdout.split("Next: ", 1)[1].split("\n", 1)[0]
+    assert "Healthy." not in result.stdout
+
+
+def test_check_says_what_ampcli_printed_when_it_fails(host_copy):
+    root = host_copy("healthy-ebpf-btf")
+    (root / "opt/cisco/amp/bin/ampcli").write_text(
+        "#!/bin/sh\necho 'Trying to connect...'\necho 'Error: \001socket closed\033[0m'\nexit 3\n")
+    result = run_exporter("check", "--path.rootfs", str(root))
+    assert result.returncode == 1
+    assert result.stdout.startswith("CRITICAL: the connector daemon runs but does not answer")
+    assert ("ampcli: ampcli exited with status 3 after printing 'Error: socket closed[0m'"
+            in result.stdout), result.stdout
+
+
+def test_check_cannot_ask_an_ampcli_it_may_not_run(host_copy):
+    root = host_copy("healthy-ebpf-btf")
+    (root / "opt/cisco/amp/bin/ampcli").chmod(0o644)
+    result = run_exporter("check", "--path.rootfs", str(root))
+    assert result.returncode == 1
+    assert result.stdout.startswith("UNKNOWN: amp-exporter cannot ask the connector")
 
 
 @pytest.mark.parametrize("name", [n for n in builder.HOSTS if n.startswith(("fault-", "multi"))])
@@ -26,6 +64,7 @@ def test_check_is_1_with_a_fault_or_cause(hosts, name):
     result = run_exporter("check", "--path.rootfs", str(hosts[name]))
     assert result.returncode == 1, result.stdout
     assert "RAISED" in result.stdout
+    assert result.stdout.startswith("PROBLEM: ")
 
 
 def test_check_names_causes_and_what_to_do(hosts):
@@ -49,6 +88,7 @@ def test_check_with_a_hung_ampcli_says_so(host_copy):
     root = host_copy("healthy-ebpf-btf")
     (root / "opt/cisco/amp/bin/ampcli").write_text("#!/bin/sh\nsleep 60\n")
     result = run_exporter("check", "--path.rootfs", str(root), "--ampcli.timeout", "0.5")
+    assert result.returncode == 1
     assert "unknown (ampcli did not answer)" in result.stdout
     assert "Checks that could not run (see the log above): connector" in result.stdout
 
