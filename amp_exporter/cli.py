@@ -173,9 +173,14 @@ def make_exporter(args: argparse.Namespace) -> Exporter:
 
 
 def exposition(exporter: Exporter) -> bytes:
-    from amp_exporter.exposition import render
+    """One textfile exposition: every collector, and when it was written."""
+    import itertools
+    import time
 
-    return render(exporter.collect())
+    from amp_exporter.exposition import render
+    from amp_exporter.registry import TEXTFILE_WRITTEN
+
+    return render(itertools.chain(exporter.collect(), [TEXTFILE_WRITTEN.single(time.time())]))
 
 
 TEMP_PREFIX, TEMP_SUFFIX = ".amp-exporter.", ".tmp"

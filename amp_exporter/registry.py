@@ -214,6 +214,9 @@ ERRORS = counter("", "amp_exporter_collector_errors",
 BUILD_INFO = gauge("", "amp_exporter_build_info",
                    "amp-exporter's version and the Python running it (always 1).",
                    ("version", "python"))
+TEXTFILE_WRITTEN = gauge("", "amp_exporter_textfile_write_timestamp_seconds",
+                        "amp-exporter textfile only: when it wrote this exposition (Unix time); "
+                        "node_exporter serves an old file as if new, so alerts check its age.")
 FAULT_INFO = gauge("", "cisco_amp_fault_info",
                    "The catalog's title of each known fault (always 1).", ("fault_id", "title"))
 

@@ -14,6 +14,7 @@ from conftest import REPO, have
 from amp_exporter.catalog import FAULTS
 from amp_exporter.monitoring import alertmanager, alerts, runbooks
 from amp_exporter.monitoring.__main__ import outputs, stale
+from amp_exporter.monitoring.config import TEXTFILE
 
 needs_promtool = pytest.mark.skipif(not have("promtool"), reason="promtool missing")
 needs_amtool = pytest.mark.skipif(not have("amtool"), reason="amtool missing")
@@ -46,7 +47,9 @@ def test_one_alert_per_fault_from_the_catalog():
     rules = {r["alert"]: r for g in alerts.alert_groups() for r in g["rules"]}
     for f in FAULTS:
         rule = rules[alerts.fault_alert_name(f)]
-        assert rule["labels"]["severity"] == f.alert_severity
+        # the connector's severity, the catalog's only where it says none
+        assert rule["labels"]["severity"] == alerts.SEVERITY_FROM_VALUE
+        assert rule["expr"].endswith(f"* {alerts.LEVEL_BY_ALERT_SEVERITY[f.alert_severity]}")
         assert rule["for"] == f.alert_for
         assert f'fault_id="{f.id}"' in rule["expr"] and 'job="amp-exporter"' in rule["expr"]
     assert alerts.alert_name("Scan service restarting frequently") == \
@@ -57,16 +60,32 @@ def test_one_alert_per_fault_from_the_catalog():
         "selinux-policy-missing-or-disabled"
     for name in ("ExporterDown", "ExporterAbsent", "CollectorFailing", "ConnectorNotInstalled",
                  "ConnectorDisconnected", "ConnectorDegraded", "ScanServiceRestarting",
-                 "EventPressureHigh", "UnknownFaultReported"):
+                 "EventPressureHigh", "UnknownFaultReported", "ConnectorDaemonNotRunning",
+                 "ConnectorNotAnswering"):
         assert f"CiscoAmp{name}" in rules
+    for name in ("ConnectorDaemonNotRunning", "ConnectorNotAnswering"):
+        assert rules[f"CiscoAmp{name}"]["labels"]["severity"] == "critical"
 
+
+def test_textfile_rules_select_node_exporters_series_and_mean_the_right_absence():
+    exporter = {r["alert"]: r for g in alerts.alert_groups() for r in g["rules"]}
+    textfile = {r["alert"]: r for g in alerts.alert_groups(TEXTFILE) for r in g["rules"]}
+    assert set(textfile) == set(exporter) | {"CiscoAmpTextfileStale"}
+    for name, rule in textfile.items():
+        assert 'job="amp-exporter"' not in rule["expr"], name
+        assert 'job="node"' in rule["expr"], name
+    assert exporter["CiscoAmpExporterAbsent"]["expr"] == 'absent(up{job="amp-exporter"})'
+    assert textfile["CiscoAmpExporterAbsent"]["expr"] == \
+        'absent(amp_exporter_build_info{job="node"})'
+    assert "amp_exporter_build_info" in textfile["CiscoAmpExporterDown"]["expr"]
 
 def test_every_alert_has_severity_summary_description_and_a_runbook_page():
     files = outputs()
     for group in alerts.alert_groups():
         for rule in group["rules"]:
             assert rule["alert"].startswith("CiscoAmp")
-            assert rule["labels"]["severity"] in ("critical", "warning", "info")
+            assert rule["labels"]["severity"] in ("critical", "warning", "info",
+                                                  alerts.SEVERITY_FROM_VALUE)
             ann = rule["annotations"]
             assert ann["summary"] and ann["description"]
             base = "https://github.com/amp-exporter/amp-exporter/blob/main/docs/runbooks/"
@@ -104,28 +123,43 @@ def test_yaml_is_stable_and_round_trips():
 def test_promtool_checks_the_rules():
     result = run("promtool", "check", "rules", alerts.RULES_FILE, alerts.RECORDING_FILE)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "18 rules found" in result.stdout
+    assert "20 rules found" in result.stdout
+    rules, recording = alerts.rule_files(TEXTFILE)
+    result = run("promtool", "check", "rules", rules, recording)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "21 rules found" in result.stdout
 
 
 @needs_promtool
-def test_promtool_unit_tests_pass():
-    tests = sorted(p.name for p in (REPO / "alerts/tests").glob("*.yaml"))
-    assert tests == ["connector.yaml", "faults.yaml", "recording.yaml"]
-    result = run("promtool", "test", "rules", *tests, cwd=REPO / "alerts/tests")
+@pytest.mark.parametrize(("directory", "expected"), [
+    ("alerts/tests", ["connector.yaml", "faults.yaml", "recording.yaml"]),
+    ("alerts/textfile/tests", ["connector.yaml", "faults.yaml", "textfile.yaml"]),
+])
+def test_promtool_unit_tests_pass(directory, expected):
+    tests = sorted(p.name for p in (REPO / directory).glob("*.yaml"))
+    assert tests == expected
+    result = run("promtool", "test", "rules", *tests, cwd=REPO / directory)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @needs_promtool
-def test_promtool_unit_tests_cover_every_alert_firing_and_quiet():
+@pytest.mark.parametrize(("directory", "config"), [("alerts/tests", alerts.DEFAULT),
+                                                   ("alerts/textfile/tests", TEXTFILE)])
+def test_promtool_unit_tests_cover_every_alert_firing_and_quiet(directory, config):
     tested: dict[str, set] = {}
-    for path in ("alerts/tests/faults.yaml", "alerts/tests/connector.yaml"):
-        for group in yaml.safe_load((REPO / path).read_text())["tests"]:
-            for case in group["alert_rule_test"]:
+    severities: dict[str, set] = {}
+    for path in (REPO / directory).glob("*.yaml"):
+        for group in yaml.safe_load(path.read_text())["tests"]:
+            for case in group.get("alert_rule_test", []):
                 tested.setdefault(case["alertname"], set()).add(bool(case["exp_alerts"]))
                 for alert in case["exp_alerts"]:
                     assert alert["exp_annotations"]["runbook_url"]
-    assert set(tested) == set(alerts.alert_names())
+                    severities.setdefault(case["alertname"], set()).add(
+                        alert["exp_labels"]["severity"])
+    assert set(tested) == set(alerts.alert_names(config))
     assert all(v == {True, False} for v in tested.values()), tested
+    for f in FAULTS:  # every fault alert is tested at each severity the connector can give
+        assert severities[alerts.fault_alert_name(f)] == {"critical", "warning", "info"}
 
 
 @needs_promtool
@@ -146,7 +180,7 @@ def test_promtool_unit_tests_catch_a_wrong_description(tmp_path):
 def test_amtool_accepts_the_alertmanager_example():
     result = run("amtool", "check-config", alertmanager.ALERTMANAGER_FILE)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 inhibit rules" in result.stdout
+    assert "5 inhibit rules" in result.stdout
 
 
 @needs_amtool
@@ -156,6 +190,12 @@ def test_amtool_accepts_the_alertmanager_example():
      "amp-chat"),
     (["alertname=CiscoAmpEventPressureHigh", "severity=info", "fault_id=18"], "amp-tickets"),
     (["alertname=CiscoAmpExporterDown", "severity=warning"], "amp-chat"),
+    (["alertname=CiscoAmpConnectorDaemonNotRunning", "severity=critical",
+      "state=daemon_not_running"], "amp-pager"),
+    (["alertname=CiscoAmpConnectorNotAnswering", "severity=critical", "state=not_answering"],
+     "amp-pager"),
+    (["alertname=CiscoAmpConnectorEventMonitoringOverloaded", "severity=critical",
+      "fault_id=18"], "amp-pager"),
     (["alertname=SomethingElse", "severity=critical"], "amp-chat"),
 ])
 def test_amtool_routes_by_severity(labels, receiver):

@@ -86,9 +86,10 @@ def test_units_run_least_privilege():
             assert cap in known, f"{name}: unknown capability {cap}"
     textfile = unit("amp-exporter-textfile.service")
     assert textfile["Type"] == ["oneshot"] and textfile["User"] == ["amp-exporter"]
-    assert "--output=/var/lib/node_exporter/textfile/amp-exporter.prom" in \
+    # Where Debian's node_exporter reads without being told (prometheus-node-exporter --help)
+    assert "--output=/var/lib/prometheus/node-exporter/amp-exporter.prom" in \
         textfile["ExecStart"][0]
-    assert textfile["ReadWritePaths"] == ["/var/lib/node_exporter/textfile"]
+    assert textfile["ReadWritePaths"] == ["/var/lib/prometheus/node-exporter"]
     timer = (UNITS / "amp-exporter-textfile.timer").read_text()
     assert "OnUnitActiveSec=" in timer and "WantedBy=timers.target" in timer
     assert subprocess.run(["sh", "-n", str(UNITS / "install.sh")]).returncode == 0
@@ -650,7 +651,7 @@ def test_hadolint(tmp_path):
     assert [f.split(":")[0] for f in hadolint(bad, tmp_path)] == ["DL3066"]
 
 
-SHELL_SCRIPTS = [UNITS / "install.sh",
+SHELL_SCRIPTS = [UNITS / "install.sh", UNITS / "textfile-dir",
                  *(p for folder in ("scripts", "bench") for p in sorted((REPO / folder).iterdir())
                    if p.is_file() and p.read_text(errors="replace").startswith("#!/bin/sh"))]
 

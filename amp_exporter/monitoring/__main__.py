@@ -1,9 +1,14 @@
 """python -m amp_exporter.monitoring [--check] [--root DIR]
+python -m amp_exporter.monitoring --rules DIR [--deployment exporter|textfile] [--selector S]
 
 Writes the generated alert rules, recording rules, Alertmanager example, promtool tests,
 dashboards, Grafana provisioning examples and runbooks under DIR (default: the
 repository). With --check nothing is written: exit 1 and list the files that differ
 (or that are left over in docs/runbooks and alerts/tests), exit 0 when all are current.
+
+With --rules, only the alert and recording rules of one deployment, selecting your series
+with your selector (e.g. --deployment textfile --selector 'job="node",env="prod"'), are
+written into DIR.
 """
 
 from __future__ import annotations
@@ -11,21 +16,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from amp_exporter.monitoring import alertmanager, alerts, dashboards, rule_tests, runbooks, yamlio
-from amp_exporter.monitoring.config import DEFAULT, Config
+from amp_exporter.monitoring.config import DEFAULT, DEPLOYMENTS, TEXTFILE, Config
 
 REPO = Path(__file__).resolve().parents[2]
 # Directories whose every file of these kinds must be generated (a left-over is stale).
-OWNED = {runbooks.RUNBOOK_DIR: "*.md", rule_tests.TEST_DIR: "*.yaml"}
+OWNED = {runbooks.RUNBOOK_DIR: "*.md", rule_tests.TEST_DIR: "*.yaml",
+         f"{alerts.TEXTFILE_DIR}/tests": "*.yaml"}
 
 
 def outputs(config: Config = DEFAULT) -> dict[str, str]:
     """{path relative to the repository: content} of every generated file."""
-    files = {
-        alerts.RULES_FILE: yamlio.dump({"groups": alerts.alert_groups(config)}),
-        alerts.RECORDING_FILE: yamlio.dump({"groups": alerts.recording_groups(config)}),
+    files = {}
+    for shape in (config, TEXTFILE):  # the rules of both deployment shapes
+        rules, recording = alerts.rule_files(shape)
+        files[rules] = yamlio.dump({"groups": alerts.alert_groups(shape)})
+        files[recording] = yamlio.dump({"groups": alerts.recording_groups(shape)})
+    files |= {
         alertmanager.ALERTMANAGER_FILE: yamlio.dump(alertmanager.alertmanager_config(),
                                                     alertmanager.HEADER),
     }
@@ -54,7 +64,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 when a generated file is stale")
     parser.add_argument("--root", type=Path, default=REPO, help="repository root")
+    parser.add_argument("--rules", type=Path, metavar="DIR",
+                        help="write only the rules of --deployment and --selector into DIR")
+    parser.add_argument("--deployment", choices=DEPLOYMENTS, default="exporter",
+                        help="exporter: Prometheus scrapes amp-exporter; textfile: "
+                        "node_exporter serves its textfile (default exporter)")
+    parser.add_argument("--selector", help="label matchers that select amp-exporter's series "
+                        '(default job="amp-exporter", or job="node" for textfile)')
     args = parser.parse_args(argv)
+    if args.rules is not None:
+        base = DEFAULT if args.deployment == "exporter" else TEXTFILE
+        try:
+            config = replace(base, selector=args.selector or base.selector)
+            alerts.check_selector(config.selector)
+        except ValueError as exc:
+            parser.error(str(exc))
+        args.rules.mkdir(parents=True, exist_ok=True)
+        for path, groups in ((alerts.RULES_FILE, alerts.alert_groups(config)),
+                             (alerts.RECORDING_FILE, alerts.recording_groups(config))):
+            target = args.rules / Path(path).name
+            target.write_text(yamlio.dump({"groups": groups}), encoding="utf-8")
+            print(f"wrote {target}")
+        return 0
     files = outputs()
     if args.check:
         bad = stale(args.root, files)

@@ -7,12 +7,15 @@ queue), groups per alert, fault and host, and inhibits what a person need not se
 - a critical alert silences a warning of the same fault on the same host;
 - a fault's alert silences its early warning (info: scan service restarting before fault
   6, event pressure before fault 18) on the same host;
-- a fault's alert silences "connector degraded" on the same host (the fault says why).
+- a fault's alert silences "connector degraded" on the same host (the fault says why);
+- a connector daemon that is down or silent silences the connector collector's failure
+  alert on the same host (it is the same finding, told less well).
 Receivers are placeholders (webhooks on example.invalid): replace them with yours.
 """
 
 from __future__ import annotations
 
+from amp_exporter.catalog import CONNECTOR_STATES
 from amp_exporter.monitoring.config import ALERT_PREFIX
 
 ALERTMANAGER_FILE = "alerts/alertmanager.yml"
@@ -32,6 +35,7 @@ def _webhook(name: str) -> dict:
 
 def alertmanager_config() -> dict:
     prefix = ALERT_PREFIX
+    states = "|".join(s.alert for s in CONNECTOR_STATES if s.alert)
     return {
         "route": {
             "receiver": DEFAULT_RECEIVER,
@@ -61,6 +65,10 @@ def alertmanager_config() -> dict:
             {"source_matchers": [f'alertname=~"{prefix}.+"', 'fault_id=~".+"',
                                  'severity=~"critical|warning"'],
              "target_matchers": [f'alertname="{prefix}ConnectorDegraded"'],
+             "equal": ["instance"]},
+            {"source_matchers": [f'alertname=~"{prefix}({states})"'],
+             "target_matchers": [f'alertname="{prefix}CollectorFailing"',
+                                 'collector="connector"'],
              "equal": ["instance"]},
         ],
         "receivers": [_webhook(name) for name in sorted(set(RECEIVERS.values()))],

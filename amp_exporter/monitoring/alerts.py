@@ -19,15 +19,29 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from amp_exporter.catalog import FAULTS, Fault
+from amp_exporter.catalog import CONNECTOR_STATES, FAULTS, Fault
 from amp_exporter.monitoring.config import ALERT_PREFIX, DEFAULT, Config
 
 Rule = dict[str, Any]
 
 RULES_FILE = "alerts/amp-exporter.rules.yml"
 RECORDING_FILE = "alerts/amp-exporter.recording.yml"
+# The same rules for the textfile deployment (config.TEXTFILE).
+TEXTFILE_DIR = "alerts/textfile"
 
 SEVERITY_WORDS = ("none", "minor", "major", "critical")  # cisco_amp_fault_severity 0..3
+# The connector's severity, as cisco_amp_fault_severity says it, decides how an alert on
+# its fault reaches a person: Critical pages, Major warns, Minor informs.
+ALERT_SEVERITY_BY_LEVEL = {3: "critical", 2: "warning", 1: "info"}
+LEVEL_BY_ALERT_SEVERITY = {v: k for k, v in ALERT_SEVERITY_BY_LEVEL.items()}
+
+
+def rule_files(config: Config = DEFAULT) -> tuple[str, str]:
+    """(alert rules, recording rules) of the deployment CONFIG describes."""
+    if config.deployment == "textfile":
+        return (f"{TEXTFILE_DIR}/amp-exporter.rules.yml",
+                f"{TEXTFILE_DIR}/amp-exporter.recording.yml")
+    return RULES_FILE, RECORDING_FILE
 
 
 def alert_name(title: str) -> str:
@@ -52,6 +66,18 @@ def runbook_anchor(name: str) -> str:
 
 def runbook_url(name: str, config: Config = DEFAULT) -> str:
     return f"{config.runbook_url_base}{runbook_anchor(name)}.md"
+
+
+_MATCHER = re.compile(r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*')
+
+
+def check_selector(selector: str) -> None:
+    """ValueError unless SELECTOR is comma-separated label matchers (no braces), as every
+    rule pastes it inside {...}."""
+    parts = re.split(r',(?=(?:[^"]*"[^"]*")*[^"]*$)', selector)  # commas outside quotes
+    if not selector.strip() or not all(_MATCHER.fullmatch(p) for p in parts):
+        raise ValueError(f"--selector {selector!r}: not label matchers such as "
+                         'job="node",env="prod"')
 
 
 def _sel(config: Config, *extra: str) -> str:
@@ -96,13 +122,27 @@ def fault_summary(fault: Fault) -> str:
     return f"Fault {fault.id} on {{{{ $labels.instance }}}}: {fault.title}."
 
 
+def reported_severity_expr(matchers: str, default: str) -> str:
+    """PromQL whose value is the severity level (1..3) of each active fault that MATCHERS
+    select: the connector's own where it says one, else DEFAULT's level (the catalog's)."""
+    active = f"cisco_amp_fault_active{matchers} == 1"
+    return (f"(cisco_amp_fault_severity{matchers} > 0 and {active})\n"
+            f"or ({active}) * {LEVEL_BY_ALERT_SEVERITY[default]}")
+
+
+# The `severity` label from the expression's value (a label template, evaluated by
+# Prometheus for every alert): a fault the connector raises to Critical pages at once.
+SEVERITY_FROM_VALUE = ("{{ if ge $value 3.0 }}critical{{ else if ge $value 2.0 }}warning"
+                       "{{ else }}info{{ end }}")
+
+
 def fault_alert(fault: Fault, config: Config) -> Rule:
+    matchers = _sel(config, f'fault_id="{fault.id}"')
     return {
         "alert": fault_alert_name(fault),
-        "expr": f'cisco_amp_fault_active{_sel(config, f"fault_id={chr(34)}{fault.id}{chr(34)}")}'
-                " == 1",
+        "expr": reported_severity_expr(matchers, fault.alert_severity),
         "for": fault.alert_for,
-        "labels": {"severity": fault.alert_severity},
+        "labels": {"severity": SEVERITY_FROM_VALUE},
         "annotations": {"summary": fault_summary(fault),
                         "description": fault_description(fault)},
     }
@@ -120,10 +160,9 @@ def other_alerts(config: Config) -> list[Rule]:
     return [
         {
             "alert": f"{ALERT_PREFIX}UnknownFaultReported",
-            "expr": f'cisco_amp_fault_active{_sel(config, f"fault_id!~{chr(34)}{known}{chr(34)}")}'
-                    " == 1",
+            "expr": reported_severity_expr(_sel(config, f'fault_id!~"{known}"'), "warning"),
             "for": config.unknown_fault_for,
-            "labels": {"severity": "warning"},
+            "labels": {"severity": SEVERITY_FROM_VALUE},
             "annotations": {
                 "summary": "Unknown fault {{ $labels.fault_id }} on {{ $labels.instance }}.",
                 "description": "The connector on {{ $labels.instance }} reports fault "
@@ -134,31 +173,8 @@ def other_alerts(config: Config) -> list[Rule]:
                 "checks and no runbook of its own.",
             },
         },
-        {
-            "alert": f"{ALERT_PREFIX}ExporterDown",
-            "expr": f"up{sel} == 0",
-            "for": config.exporter_down_for,
-            "labels": {"severity": "warning"},
-            "annotations": {
-                "summary": "amp-exporter on {{ $labels.instance }} cannot be scraped.",
-                "description": "Prometheus has failed to scrape amp-exporter on "
-                "{{ $labels.instance }} for " + config.exporter_down_for + ": the health of "
-                "its Cisco Secure Endpoint connector is unknown and its other alerts are "
-                "silenced.",
-            },
-        },
-        {
-            "alert": f"{ALERT_PREFIX}ExporterAbsent",
-            "expr": f"absent(up{sel})",
-            "for": config.target_absent_for,
-            "labels": {"severity": "warning"},
-            "annotations": {
-                "summary": f"No amp-exporter target of job {config.job} is scraped.",
-                "description": f"Prometheus has had no target of job {config.job} for "
-                f"{config.target_absent_for}: service discovery or the scrape configuration "
-                "lost every amp-exporter, and no Cisco Secure Endpoint alert can fire.",
-            },
-        },
+        *exporter_alerts(config),
+        *connector_state_alerts(config),
         {
             "alert": f"{ALERT_PREFIX}CollectorFailing",
             "expr": f"amp_exporter_scrape_collector_success{sel} == 0",
@@ -245,6 +261,124 @@ def other_alerts(config: Config) -> list[Rule]:
     ]
 
 
+def exporter_alerts(config: Config) -> list[Rule]:
+    """Whether the series can be read at all: "down" for one host, "absent" for all. In the
+    textfile deployment `up` is node_exporter's, so both look only at hosts that served
+    amp-exporter's series lately, and a file that stops being renewed has its own alert."""
+    sel = _sel(config)
+    if config.deployment == "textfile":
+        served = f"max_over_time(amp_exporter_build_info{sel}[{config.textfile_lookback}])"
+        return [
+            {
+                "alert": f"{ALERT_PREFIX}ExporterDown",
+                "expr": f"up{sel} == 0 and on (job, instance) {served}",
+                "for": config.exporter_down_for,
+                "labels": {"severity": "warning"},
+                "annotations": {
+                    "summary": "node_exporter on {{ $labels.instance }}, which serves "
+                    "amp-exporter's textfile, cannot be scraped.",
+                    "description": "Prometheus has failed to scrape node_exporter on "
+                    "{{ $labels.instance }} for " + config.exporter_down_for + ": the health "
+                    "of its Cisco Secure Endpoint connector is unknown and its other alerts "
+                    "are silenced.",
+                },
+            },
+            {
+                "alert": f"{ALERT_PREFIX}ExporterAbsent",
+                "expr": f"absent(amp_exporter_build_info{sel})",
+                "for": config.target_absent_for,
+                "labels": {"severity": "warning"},
+                "annotations": {
+                    "summary": "No host serves amp-exporter's textfile series.",
+                    "description": "No target selected by " + config.selector + " has served "
+                    f"amp_exporter_build_info for {config.target_absent_for}: no "
+                    "amp-exporter textfile is read anywhere (the timer does not run, or "
+                    "writes where node_exporter does not read), and no Cisco Secure Endpoint "
+                    "alert can fire.",
+                },
+            },
+            {
+                "alert": f"{ALERT_PREFIX}TextfileStale",
+                "expr": "time() - max_over_time(amp_exporter_textfile_write_timestamp_seconds"
+                        f"{sel}[{config.textfile_lookback}]) > "
+                        f"{_seconds(config.textfile_stale_after)}",
+                "labels": {"severity": "warning"},
+                "annotations": {
+                    "summary": "amp-exporter's textfile on {{ $labels.instance }} is not "
+                    "renewed.",
+                    "description": "The amp-exporter textfile that node_exporter serves on "
+                    "{{ $labels.instance }} was last written {{ $value | humanizeDuration }} "
+                    "ago (or is gone): the connector's state shown for that host is old, and "
+                    "a fault or a dead daemon there would not be seen.",
+                },
+            },
+        ]
+    return [
+        {
+            "alert": f"{ALERT_PREFIX}ExporterDown",
+            "expr": f"up{sel} == 0",
+            "for": config.exporter_down_for,
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "amp-exporter on {{ $labels.instance }} cannot be scraped.",
+                "description": "Prometheus has failed to scrape amp-exporter on "
+                "{{ $labels.instance }} for " + config.exporter_down_for + ": the health of "
+                "its Cisco Secure Endpoint connector is unknown and its other alerts are "
+                "silenced.",
+            },
+        },
+        {
+            "alert": f"{ALERT_PREFIX}ExporterAbsent",
+            "expr": f"absent(up{sel})",
+            "for": config.target_absent_for,
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "No amp-exporter target selected by " + config.selector + " is "
+                "scraped.",
+                "description": "Prometheus has had no target selected by " + config.selector +
+                f" for {config.target_absent_for}: service discovery or the scrape "
+                "configuration lost every amp-exporter, and no Cisco Secure Endpoint alert "
+                "can fire.",
+            },
+        },
+    ]
+
+
+def connector_state_alerts(config: Config) -> list[Rule]:
+    """A connector that is installed but cannot protect: its daemon is gone, or it does not
+    answer. Both page: there is no fault to see while the connector is silent."""
+    wait = {"daemon_not_running": config.daemon_not_running_for,
+            "not_answering": config.not_answering_for}
+    rules = []
+    for state in CONNECTOR_STATES:
+        if state.alert is None:
+            continue
+        matchers = _sel(config, f'state="{state.name}"')
+        rules.append({
+            "alert": ALERT_PREFIX + state.alert,
+            "expr": f"cisco_amp_connector_state{matchers} == 1",
+            "for": wait[state.name],
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": _capital(state.headline.split(": ", 1)[1].replace(
+                    "this host", "{{ $labels.instance }}")),
+                "description": f"On {{{{ $labels.instance }}}}, for {wait[state.name]}: "
+                + state.meaning + "\nNext: " + state.next_step,
+            },
+        })
+    return rules
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _seconds(duration: str) -> int:
+    match = re.fullmatch(r"(\d+)([smhd])", duration)
+    assert match, f"unsupported duration {duration!r}"
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
 def add_runbook_links(groups: list[dict], config: Config = DEFAULT) -> list[dict]:
     """Give every alert a runbook_url (docs/runbooks/<anchor>.md), in one pass."""
     for group in groups:
@@ -302,8 +436,10 @@ def recording_groups(config: Config = DEFAULT) -> list[dict]:
          "expr": f"sum by (job) (cisco_amp_connector_degraded{sel})"},
         {"record": "job:amp_exporter_collector_failing:sum",
          "expr": f"sum by (job, collector) (1 - amp_exporter_scrape_collector_success{sel})"},
-        {"record": "job:up:sum",
-         "expr": f"sum by (job) (up{sel})"},
+        {"record": "job:up:sum",  # textfile: only the node_exporters that serve our file
+         "expr": f"sum by (job) (up{sel})" if config.deployment == "exporter" else
+                 f"sum by (job) (up{sel} and on (job, instance) "
+                 f"max_over_time(amp_exporter_build_info{sel}[{config.textfile_lookback}]))"},
         {"record": "instance:cisco_amp_host_events:rate5m",
          "expr": f"sum by (job, instance) (rate(cisco_amp_host_events_total{sel}[5m]))"},
     ]

@@ -14,10 +14,21 @@ ALERT_PREFIX = "CiscoAmp"
 RUNBOOK_URL_BASE = "https://github.com/amp-exporter/amp-exporter/blob/main/docs/runbooks/"
 
 
+DEPLOYMENTS = ("exporter", "textfile")
+
+
 @dataclass(frozen=True)
 class Config:
-    # The Prometheus job that scrapes amp-exporter. Alerts and recording rules select on
-    # it; dashboards offer it as the $job variable (this is only the variable's default).
+    # How Prometheus gets amp-exporter's series:
+    #   exporter: it scrapes `amp-exporter serve` as a job of its own;
+    #   textfile: node_exporter serves the file `amp-exporter textfile` writes, so the series
+    #             carry node_exporter's job, and its `up` says whether they can be read.
+    # "Exporter down" and "exporter absent" mean different things in each (alerts.py).
+    deployment: str = "exporter"
+    # The label matcher every rule selects the exporter's series with, as the monitoring
+    # mixins' selectors: add target labels to narrow it (e.g. 'job="node",env="prod"').
+    selector: str = 'job="amp-exporter"'
+    # The job dashboards offer first in their $job variable.
     job: str = "amp-exporter"
     runbook_url_base: str = RUNBOOK_URL_BASE
 
@@ -37,14 +48,26 @@ class Config:
     event_pressure_ratio: float = 0.8
     event_pressure_for: str = "10m"
     unknown_fault_for: str = "15m"
+    # An installed connector whose daemon is gone protects nothing: page soon, but not
+    # during a restart or a package upgrade (they take well under a minute).
+    daemon_not_running_for: str = "3m"
+    # A daemon that runs but does not answer ampcli may be busy (start-up, a definitions
+    # update): page when it stays silent this long.
+    not_answering_for: str = "10m"
+    # textfile: the file is older than this (the shipped timer writes it every minute).
+    textfile_stale_after: str = "10m"
+    # textfile: how far back a host counts as one that served amp-exporter's series.
+    textfile_lookback: str = "1d"
 
-    @property
-    def selector(self) -> str:
-        """The label matcher every rule uses, e.g. job="amp-exporter"."""
-        return f'job="{self.job}"'
+    def __post_init__(self) -> None:
+        if self.deployment not in DEPLOYMENTS:
+            raise ValueError(f"deployment must be one of {DEPLOYMENTS}, not {self.deployment!r}")
 
 
 DEFAULT = Config()
+# node_exporter's textfile collector, scraped as Debian's and the usual Prometheus
+# configurations name it (job "node"); use your own job or target labels in the selector.
+TEXTFILE = Config(deployment="textfile", selector='job="node"', job="node")
 
 # Dashboard UIDs never change (links and bookmarks use them).
 FLEET_DASHBOARD_UID = "amp-exporter-fleet"

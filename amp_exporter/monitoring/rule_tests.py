@@ -11,12 +11,12 @@ import re
 
 from amp_exporter.catalog import FAULTS
 from amp_exporter.monitoring.alerts import (
-    RECORDING_FILE,
-    RULES_FILE,
+    TEXTFILE_DIR,
     fault_alert_name,
+    rule_files,
     runbook_url,
 )
-from amp_exporter.monitoring.config import DEFAULT, Config
+from amp_exporter.monitoring.config import DEFAULT, TEXTFILE, Config
 
 TEST_DIR = "alerts/tests"
 
@@ -39,7 +39,8 @@ def _alert(name: str, config: Config, labels: dict, summary: str, description: s
 
 
 def _file(rule_file: str, groups: list[dict]) -> dict:
-    return {"rule_files": [f"../{rule_file.split('/', 1)[1]}"], "evaluation_interval": "1m",
+    """A promtool test file; it lives in tests/ beside RULE_FILE."""
+    return {"rule_files": [f"../{rule_file.rsplit('/', 1)[1]}"], "evaluation_interval": "1m",
             "tests": groups}
 
 
@@ -64,6 +65,16 @@ def fault_tests(config: Config = DEFAULT) -> dict:
             _series("cisco_amp_fault_active", f"1x{n + 1}", job="other", instance="h1",
                     fault_id=fid),
         ]
+        # The connector's severity decides the alert's: h1 Critical, h4 Minor, h5 Major; h3
+        # says none (a Fault IDs line only), so the catalog's default applies.
+        for inst, level in (("h1", 3), ("h4", 1), ("h5", 2)):
+            if inst != "h1":
+                series.append(_series("cisco_amp_fault_active", f"0 1x{n}", job=job,
+                                      instance=inst, fault_id=fid))
+            series.append(_series("cisco_amp_fault_severity", f"0 {level}x{n}", job=job,
+                                  instance=inst, fault_id=fid))
+        series.append(_series("cisco_amp_fault_severity", f"0x{n + 1}", job=job, instance="h2",
+                              fault_id=fid))
         found = sorted(c.name for c in f.causes[:2])
         for i, cause in enumerate(f.causes):
             series.append(_series("cisco_amp_fault_cause", f"{1 if i < 2 else 0}x{n + 1}",
@@ -83,9 +94,11 @@ def fault_tests(config: Config = DEFAULT) -> dict:
                     ", ".join(c.name for c in f.causes) + ").")
 
         firing = [_alert(name, config, {"job": job, "instance": inst, "fault_id": fid,
-                                        "severity": f.alert_severity},
+                                        "severity": severity},
                          f"Fault {f.id} on {inst}: {f.title}.", description(inst, causes))
-                  for inst, causes in (("h1", found), ("h3", []))]
+                  for inst, causes, severity in (
+                      ("h1", found, "critical"), ("h3", [], f.alert_severity),
+                      ("h4", [], "info"), ("h5", [], "warning"))]
         groups.append({
             "name": f"fault {f.id}: {name}",
             "interval": "1m",
@@ -96,7 +109,7 @@ def fault_tests(config: Config = DEFAULT) -> dict:
                 {"eval_time": f"{wait + 2}m", "alertname": name, "exp_alerts": firing},
             ],
         })
-    return _file(RULES_FILE, groups)
+    return _file(rule_files(config)[0], groups)
 
 
 # -- the other alerts ----------------------------------------------------------------------
@@ -118,6 +131,11 @@ def connector_tests(config: Config = DEFAULT) -> dict:
             "input_series": [
                 _series("cisco_amp_fault_active", "1x90", **J, instance="h1", fault_id="23"),
                 _series("cisco_amp_fault_severity", "2x90", **J, instance="h1", fault_id="23"),
+                # an unknown fault the connector calls Critical pages; one without a
+                # severity warns (the default).
+                _series("cisco_amp_fault_active", "1x90", **J, instance="h5", fault_id="31"),
+                _series("cisco_amp_fault_severity", "3x90", **J, instance="h5", fault_id="31"),
+                _series("cisco_amp_fault_active", "1x90", **J, instance="h4", fault_id="32"),
                 _series("cisco_amp_fault_active", "1x90", **J, instance="h1", fault_id="7"),
                 _series("cisco_amp_fault_active", "0x90", **J, instance="h2", fault_id="24"),
                 _series("cisco_amp_fault_active", "1x90", **J, instance="h2", fault_id="6"),
@@ -134,11 +152,14 @@ def connector_tests(config: Config = DEFAULT) -> dict:
                  "exp_alerts": []},
                 {"eval_time": "20m", "alertname": "CiscoAmpUnknownFaultReported",
                  "exp_alerts": [alert(
-                     "CiscoAmpUnknownFaultReported", labels("h1", fault_id="23"),
-                     "Unknown fault 23 on h1.",
-                     "The connector on h1 reports fault 23 (severity 2 of 3), which "
-                     "amp-exporter's fault catalog does not know: no cause checks and no "
-                     "runbook of its own.")]},
+                     "CiscoAmpUnknownFaultReported", labels(inst, sev, fault_id=fid),
+                     f"Unknown fault {fid} on {inst}.",
+                     f"The connector on {inst} reports fault {fid} (severity {level} of 3), "
+                     "which amp-exporter's fault catalog does not know: no cause checks and "
+                     "no runbook of its own.")
+                     for inst, fid, sev, level in (("h1", "23", "warning", "2"),
+                                                   ("h5", "31", "critical", "3"),
+                                                   ("h4", "32", "warning", "?"))]},
                 {"eval_time": "50m", "alertname": "CiscoAmpConnectorNotInstalled",
                  "exp_alerts": []},
                 {"eval_time": "70m", "alertname": "CiscoAmpConnectorNotInstalled",
@@ -193,6 +214,17 @@ def connector_tests(config: Config = DEFAULT) -> dict:
                 _series("cisco_amp_scan_service_restarts_total", "0x40", **J, instance="h2"),
                 _series("cisco_amp_event_pressure_ratio", "0.5 0.9x40", **J, instance="h1"),
                 _series("cisco_amp_event_pressure_ratio", "0.5x40", **J, instance="h2"),
+                # h3's daemon dies at minute 5 (and is back at 30); h4's stops answering
+                # ampcli at minute 5; h5 answers throughout.
+                *(_series("cisco_amp_connector_state", values, **J, instance=inst, state=state)
+                  for inst, states in (
+                      ("h3", {"answering": "1x4 0x25 1x10", "daemon_not_running":
+                              "0x4 1x25 0x10", "not_answering": "0x40"}),
+                      ("h4", {"answering": "1x4 0x36", "daemon_not_running": "0x40",
+                              "not_answering": "0x4 1x36"}),
+                      ("h5", {"answering": "1x40", "daemon_not_running": "0x40",
+                              "not_answering": "0x40"}))
+                  for state, values in states.items()),
             ],
             "alert_rule_test": [
                 {"eval_time": "4m", "alertname": "CiscoAmpExporterDown", "exp_alerts": []},
@@ -204,6 +236,7 @@ def connector_tests(config: Config = DEFAULT) -> dict:
                      "its Cisco Secure Endpoint connector is unknown and its other alerts are "
                      "silenced.")]},
                 {"eval_time": "30m", "alertname": "CiscoAmpExporterAbsent", "exp_alerts": []},
+                *connector_state_checks(config, alert, labels),
                 {"eval_time": "10m", "alertname": "CiscoAmpCollectorFailing", "exp_alerts": []},
                 {"eval_time": "20m", "alertname": "CiscoAmpCollectorFailing",
                  "exp_alerts": [
@@ -245,14 +278,56 @@ def connector_tests(config: Config = DEFAULT) -> dict:
                 {"eval_time": "20m", "alertname": "CiscoAmpExporterAbsent",
                  "exp_alerts": [alert(
                      "CiscoAmpExporterAbsent", {"job": job, "severity": "warning"},
-                     f"No amp-exporter target of job {job} is scraped.",
-                     f"Prometheus has had no target of job {job} for 15m: service discovery "
-                     "or the scrape configuration lost every amp-exporter, and no Cisco Secure "
-                     "Endpoint alert can fire.")]},
+                     f"No amp-exporter target selected by {config.selector} is scraped.",
+                     f"Prometheus has had no target selected by {config.selector} for 15m: "
+                     "service discovery or the scrape configuration lost every amp-exporter, "
+                     "and no Cisco Secure Endpoint alert can fire.")]},
             ],
         },
     ]
-    return _file(RULES_FILE, groups)
+    if config.deployment == "textfile":  # "down" and "absent" differ: textfile_tests
+        groups = [g for g in groups if g["name"] != "no target at all"]
+        for g in groups:
+            g["alert_rule_test"] = [t for t in g["alert_rule_test"] if t["alertname"] not in (
+                "CiscoAmpExporterDown", "CiscoAmpExporterAbsent")]
+    return _file(rule_files(config)[0], groups)
+
+
+def connector_state_checks(config: Config, alert, labels) -> list[dict]:
+    """The daemon of h3 is gone from minute 5 and h4's stops answering from minute 5: each
+    pages once its `for:` is over, and not before; the daemon's return clears it."""
+    daemon = minutes(config.daemon_not_running_for)
+    silent = minutes(config.not_answering_for)
+    dead = alert(
+        "CiscoAmpConnectorDaemonNotRunning", labels("h3", "critical", state="daemon_not_running"),
+        "The connector daemon (ampdaemon) is not running; h3 is unprotected.",
+        f"On h3, for {config.daemon_not_running_for}: The connector is installed but no "
+        "ampdaemon process runs, and ampcli gets no answer: nothing monitors or protects the "
+        "host.\nNext: Start it with systemctl start cisco-amp (upstart: initctl start "
+        "cisco-amp); why it stopped: systemctl status cisco-amp, journalctl -u cisco-amp and "
+        "/var/log/cisco/ampdaemon.log (upstart: /var/log/messages).")
+    hung = alert(
+        "CiscoAmpConnectorNotAnswering", labels("h4", "critical", state="not_answering"),
+        "The connector daemon runs but does not answer `ampcli status`; its protection cannot "
+        "be confirmed.",
+        f"On h4, for {config.not_answering_for}: ampdaemon runs but `ampcli status` does not "
+        "answer (it timed out, failed, or printed something that is not a status): the daemon "
+        "may be hung, and whether it protects the host cannot be told.\nNext: Run "
+        "/opt/cisco/amp/bin/ampcli status by hand and read /var/log/cisco/ampdaemon.log; if it "
+        "stays silent, restart it with systemctl restart cisco-amp (upstart: initctl restart "
+        "cisco-amp).")
+    return [
+        {"eval_time": f"{4 + daemon}m", "alertname": "CiscoAmpConnectorDaemonNotRunning",
+         "exp_alerts": []},
+        {"eval_time": f"{5 + daemon}m", "alertname": "CiscoAmpConnectorDaemonNotRunning",
+         "exp_alerts": [dead]},
+        {"eval_time": "31m", "alertname": "CiscoAmpConnectorDaemonNotRunning",
+         "exp_alerts": []},
+        {"eval_time": f"{4 + silent}m", "alertname": "CiscoAmpConnectorNotAnswering",
+         "exp_alerts": []},
+        {"eval_time": f"{5 + silent}m", "alertname": "CiscoAmpConnectorNotAnswering",
+         "exp_alerts": [hung]},
+    ]
 
 
 # -- recording rules -----------------------------------------------------------------------
@@ -340,13 +415,108 @@ def recording_tests(config: Config = DEFAULT) -> dict:
         q("round(instance:cisco_amp_host_events:rate5m, 0.001)",
           exp({**J, "instance": "h1"}, 120), exp({**J, "instance": "h2"}, 60)),
     ]
-    return {"rule_files": [f"../{RECORDING_FILE.split('/', 1)[1]}"],
+    return {"rule_files": [f"../{rule_files(config)[1].rsplit('/', 1)[1]}"],
             "evaluation_interval": "1m",
             "tests": [{"name": "recording rules", "interval": "1m", "input_series": series,
                        "promql_expr_test": tests}]}
 
 
+def textfile_tests(config: Config = TEXTFILE) -> dict:
+    """What differs when node_exporter serves the textfile: `up` is node_exporter's, so only
+    hosts that served amp-exporter's series count; a file that is not renewed alerts."""
+    J = {"job": config.job}
+    stale = minutes(config.textfile_stale_after)
+
+    def lab(instance: str) -> dict:
+        return {**J, "instance": instance, "severity": "warning"}
+
+    def alert(name, lab, summary, description):
+        return _alert(name, config, lab, summary, description)
+
+    build = {"version": "0.1.0", "python": "3.11.2"}
+    rules, recording = rule_files(config)
+    test = _file(rules, [
+        {
+            "name": "textfile: node_exporter down, file stale or gone",
+            "interval": "1m",
+            "input_series": [
+                # n1 serves amp-exporter's file and goes down at minute 10; n2 never served
+                # it (no connector there) and is down too: only n1 alerts.
+                _series("up", "1x9 0x30", **J, instance="n1"),
+                _series("up", "0x40", **J, instance="n2"),
+                _series("amp_exporter_build_info", "1x9 _x30", **J, instance="n1", **build),
+                # n3's timer stops writing at minute 5 (the value stays); n4's file is removed
+                # at minute 5 (the series goes); n5 is renewed every minute.
+                _series("up", "1x40", **J, instance="n3"),
+                _series("amp_exporter_build_info", "1x40", **J, instance="n3", **build),
+                _series("amp_exporter_textfile_write_timestamp_seconds", "0+60x5 300x35", **J,
+                        instance="n3"),
+                _series("up", "1x40", **J, instance="n4"),
+                _series("amp_exporter_build_info", "1x5 _x35", **J, instance="n4", **build),
+                _series("amp_exporter_textfile_write_timestamp_seconds", "0+60x5 _x35", **J,
+                        instance="n4"),
+                _series("amp_exporter_textfile_write_timestamp_seconds", "0+60x40", **J,
+                        instance="n5"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "14m", "alertname": "CiscoAmpExporterDown", "exp_alerts": []},
+                {"eval_time": "16m", "alertname": "CiscoAmpExporterDown",
+                 "exp_alerts": [alert(
+                     "CiscoAmpExporterDown", lab("n1"),
+                     "node_exporter on n1, which serves amp-exporter's textfile, cannot be "
+                     "scraped.",
+                     "Prometheus has failed to scrape node_exporter on n1 for 5m: the health "
+                     "of its Cisco Secure Endpoint connector is unknown and its other alerts "
+                     "are silenced.")]},
+                {"eval_time": f"{5 + stale}m", "alertname": "CiscoAmpTextfileStale",
+                 "exp_alerts": []},
+                {"eval_time": f"{6 + stale}m", "alertname": "CiscoAmpTextfileStale",
+                 "exp_alerts": [alert(
+                     "CiscoAmpTextfileStale", lab(inst),
+                     f"amp-exporter's textfile on {inst} is not renewed.",
+                     f"The amp-exporter textfile that node_exporter serves on {inst} was last "
+                     f"written {stale + 1}m 0s ago (or is gone): the connector's state shown "
+                     "for that host is old, and a fault or a dead daemon there would not be "
+                     "seen.") for inst in ("n3", "n4")]},
+                {"eval_time": "30m", "alertname": "CiscoAmpExporterAbsent", "exp_alerts": []},
+            ],
+            # counted: n1 while up, n3 and n4 (both still up); never n2, which never
+            # served amp-exporter's series.
+            "promql_expr_test": [
+                {"expr": "job:up:sum", "eval_time": "8m", "exp_samples": [
+                    {"labels": f'{{__name__="job:up:sum",job="{config.job}"}}', "value": 3}]},
+                {"expr": "job:up:sum", "eval_time": "12m", "exp_samples": [
+                    {"labels": f'{{__name__="job:up:sum",job="{config.job}"}}', "value": 2}]},
+            ],
+        },
+        {
+            "name": "textfile: no host serves the series",
+            "interval": "1m",
+            "input_series": [_series("up", "1x40", **J, instance="n1")],
+            "alert_rule_test": [
+                {"eval_time": "14m", "alertname": "CiscoAmpExporterAbsent", "exp_alerts": []},
+                {"eval_time": "16m", "alertname": "CiscoAmpExporterAbsent",
+                 "exp_alerts": [alert(
+                     "CiscoAmpExporterAbsent", {"severity": "warning", **J},
+                     "No host serves amp-exporter's textfile series.",
+                     f"No target selected by {config.selector} has served "
+                     "amp_exporter_build_info for 15m: no amp-exporter textfile is read "
+                     "anywhere (the timer does not run, or writes where node_exporter does not "
+                     "read), and no Cisco Secure Endpoint alert can fire.")]},
+            ],
+        },
+    ])
+    test["rule_files"].append(f"../{recording.rsplit('/', 1)[1]}")
+    return test
+
+
 def rule_tests(config: Config = DEFAULT) -> dict[str, dict]:
-    return {f"{TEST_DIR}/faults.yaml": fault_tests(config),
-            f"{TEST_DIR}/connector.yaml": connector_tests(config),
-            f"{TEST_DIR}/recording.yaml": recording_tests(config)}
+    """Tests of the exporter deployment's rules, and of the textfile deployment's."""
+    files = {f"{TEST_DIR}/faults.yaml": fault_tests(config),
+             f"{TEST_DIR}/connector.yaml": connector_tests(config),
+             f"{TEST_DIR}/recording.yaml": recording_tests(config)}
+    textfile = f"{TEXTFILE_DIR}/tests"
+    files[f"{textfile}/faults.yaml"] = fault_tests(TEXTFILE)
+    files[f"{textfile}/connector.yaml"] = connector_tests(TEXTFILE)
+    files[f"{textfile}/textfile.yaml"] = textfile_tests(TEXTFILE)
+    return files
