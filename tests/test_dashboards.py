@@ -97,8 +97,9 @@ def test_fleet_dashboard_selects_the_instance_except_on_job_rules():
                 assert 'instance=~"$instance"' in matchers.split(","), (p["title"], name)
     assert not narrowed & job_wide
     assert {"Active faults by host", "Unknown faults", "Disconnected hosts",
-            "Failing collectors", "Top event pressure", "Busiest hosts by event rate"} == narrowed
-    assert len(job_wide) == 9, job_wide
+            "Failing collectors", "Top event pressure", "Busiest hosts by event rate",
+            "Connectors that cannot protect"} == narrowed
+    assert len(job_wide) == 10, job_wide
 
 
 def test_fleet_dashboard_reads_recording_rules():

@@ -428,6 +428,8 @@ def recording_groups(config: Config = DEFAULT) -> list[dict]:
     rules += [
         {"record": "job:cisco_amp_connector_version:count",
          "expr": f"count by (job, version) (cisco_amp_connector_info{sel})"},
+        {"record": "job:cisco_amp_connector_state:sum",
+         "expr": f"sum by (job, state) (cisco_amp_connector_state{sel})"},
         {"record": "job:cisco_amp_connector_not_installed:sum",
          "expr": f"sum by (job) (1 - cisco_amp_connector_installed{sel})"},
         {"record": "job:cisco_amp_connector_disconnected:sum",

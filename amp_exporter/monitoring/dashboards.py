@@ -162,6 +162,10 @@ def _link(title: str, uid: str) -> dict:
 
 # -- fleet ---------------------------------------------------------------------------------
 
+# Connector states in which an installed connector cannot protect its host.
+SILENT = "daemon_not_running|not_answering"
+
+
 def fleet(config: Config = DEFAULT) -> dict:
     """Fleet overview. The totals (stats, the two time series, connector versions) read
     `job:` rules, which have no `instance` label: they stay job-wide and say so (JOB_WIDE);
@@ -173,6 +177,10 @@ def fleet(config: Config = DEFAULT) -> dict:
     for title, expr, steps, desc in (
         ("Hosts scraped", f"sum(job:up:sum{{{J}}})", _steps((None, "blue")),
          "amp-exporter targets that answered their last scrape."),
+        ("Daemon down or silent", f"sum(job:cisco_amp_connector_state:sum{{{J},"
+         f'state=~"{SILENT}"}})', OK_BAD,
+         "Installed connectors whose daemon is not running or does not answer ampcli: "
+         "unprotected hosts, with no fault to show."),
         ("Hosts with active faults", f"sum(job:cisco_amp_hosts_faulty:sum{{{J}}})", OK_BAD,
          "Hosts whose connector reports at least one fault."),
         ("Critical hosts", f'sum(job:cisco_amp_hosts_by_severity:sum{{{J},severity="critical"}})',
@@ -185,7 +193,7 @@ def fleet(config: Config = DEFAULT) -> dict:
          "Scraped hosts with no connector installed."),
     ):
         L.add(panel("stat", title, [target(expr, instant=True)], desc + JOB_WIDE,
-                    thresholds=steps, options=STAT), 4, 4)
+                    thresholds=steps, options=STAT), 3, 4)
     L.add(panel("timeseries", "Hosts per active fault",
                 [target(f"job:cisco_amp_fault_active:sum{{{J}}} * on (fault_id) group_left "
                         f"(title) max by (fault_id, title) (cisco_amp_fault_info{{{J}}})",
@@ -217,6 +225,12 @@ def fleet(config: Config = DEFAULT) -> dict:
                 [target(f"cisco_amp_fault_active{{{JI},fault_id!~\"{_known()}\"}} == 1",
                         table=True)],
                 "Fault IDs the connector reports that amp-exporter's catalog does not know.",
+                transformations=_table_hide("Time", "__name__", "Value")), 8, 6)
+    L.add(panel("table", "Connectors that cannot protect",
+                [target(f'cisco_amp_connector_state{{{JI},state!~"answering|not_installed"}} '
+                        "== 1", table=True)],
+                "Hosts whose connector daemon is not running (daemon_not_running), does not "
+                "answer ampcli (not_answering), or cannot be asked by amp-exporter (unknown).",
                 transformations=_table_hide("Time", "__name__", "Value")), 8, 6)
     L.add(panel("table", "Disconnected hosts",
                 [target(f"cisco_amp_connector_connected{{{JI}}} == 0", table=True)],
@@ -265,6 +279,12 @@ def host(config: Config = DEFAULT) -> dict:
     ):
         L.add(panel("stat", title, [target(expr, "{{instance}}", instant=True)],
                     thresholds=steps, mappings=mappings, options=STAT), 4, 4)
+    L.add(panel("stat", "Connector state",
+                [target(f"cisco_amp_connector_state{{{JI}}} == 1", "{{state}}", instant=True)],
+                "answering: its faults below are its own report; daemon_not_running or "
+                "not_answering: the host is unprotected and no fault can be seen; "
+                "not_installed; unknown: amp-exporter may not run ampcli.",
+                options={**STAT, "textMode": "name", "colorMode": "none"}), 4, 4)
     L.add(panel("stat", "Monitoring generation",
                 [target(f"cisco_amp_monitoring_generation{{{JI}}} == 1", "{{generation}}",
                         instant=True)],

@@ -355,6 +355,11 @@ def recording_tests(config: Config = DEFAULT) -> dict:
         _series("cisco_amp_connector_info", "1x10", **J, instance="h3", version="1.25.1"),
         _series("cisco_amp_connector_installed", "1x10", **J, instance="h1"),
         _series("cisco_amp_connector_installed", "0x10", **J, instance="h2"),
+        *(_series("cisco_amp_connector_state", f"{int(state == now)}x10", **J, instance=inst,
+                  state=state)
+          for inst, now in (("h1", "answering"), ("h2", "not_installed"),
+                            ("h3", "daemon_not_running"))
+          for state in ("answering", "not_installed", "daemon_not_running")),
         _series("cisco_amp_connector_connected", "0x10", **J, instance="h1"),
         _series("cisco_amp_connector_connected", "1x10", **J, instance="h3"),
         _series("cisco_amp_connector_degraded", "1x10", **J, instance="h1"),
@@ -401,6 +406,9 @@ def recording_tests(config: Config = DEFAULT) -> dict:
                "version": "1.25.1"}, 1),
           exp({"__name__": "job:cisco_amp_connector_version:count", **J,
                "version": "1.26.0"}, 2)),
+        q("job:cisco_amp_connector_state:sum",
+          *(exp({"__name__": "job:cisco_amp_connector_state:sum", **J, "state": state}, 1)
+            for state in ("answering", "daemon_not_running", "not_installed"))),
         q("job:cisco_amp_connector_not_installed:sum",
           exp({"__name__": "job:cisco_amp_connector_not_installed:sum", **J}, 1)),
         q("job:cisco_amp_connector_disconnected:sum",
