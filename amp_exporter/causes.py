@@ -2,12 +2,14 @@
 
 A cause collector owns some fault IDs and checks every cause the catalog lists for
 them. It always exports every one of those causes (0 or 1) when its checks could
-run, and all 0 on a host without the connector: nothing of it can be faulty.
+run (a check that cannot run this time leaves its cause out: UNCHECKED), and all 0 on
+a host without the connector: nothing of it can be faulty.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Optional
 
 from prometheus_client.core import Metric
 
@@ -15,8 +17,10 @@ from amp_exporter import connector_files
 from amp_exporter.catalog import FAULTS_BY_ID
 from amp_exporter.registry import Collector, gauge
 
-# {(fault_id, cause): what was found, in words for `amp-exporter check`}
-Findings = dict[tuple[int, str], str]
+# {(fault_id, cause): what was found, in words for `amp-exporter check`; UNCHECKED for a
+# cause whose check could not run this time: its series is left out, never 0}
+Findings = dict[tuple[int, str], Optional[str]]
+UNCHECKED = None
 
 CAUSE = gauge("", "cisco_amp_fault_cause",
               "1 when the exporter's own check finds this root cause of the fault on this host "
@@ -49,6 +53,8 @@ class CauseCollector(Collector):
         family = CAUSE.family()
         for fid in self.fault_ids:
             for cause in FAULTS_BY_ID[fid].causes:
-                family.add_metric([str(fid), cause.name], 1.0 if (fid, cause.name) in findings
-                                  else 0.0)
+                key = (fid, cause.name)
+                if key in findings and findings[key] is UNCHECKED:
+                    continue
+                family.add_metric([str(fid), cause.name], 1.0 if key in findings else 0.0)
         return [*evidence, family]

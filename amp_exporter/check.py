@@ -35,7 +35,7 @@ def run(exporter: Exporter, out: TextIO) -> int:
             failed.append(collector.name)
         elif isinstance(collector, CauseCollector):
             findings, _ = collector.findings()
-            details.update(findings)
+            details.update((k, v) for k, v in findings.items() if v is not None)
     values = _samples(families)
 
     def value(name: str, **labels) -> Optional[float]:

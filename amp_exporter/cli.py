@@ -165,7 +165,8 @@ def make_exporter(args: argparse.Namespace) -> Exporter:
     choices = {name: getattr(args, f"collector_{name}") for name in available()}
     enabled = resolve_enabled(choices, args.disable_defaults)
     settings = settings_from(args)
-    if args.command != "serve" and settings.events_source == "auto":
+    settings.one_shot = args.command != "serve"
+    if settings.one_shot and settings.events_source == "auto":
         # One collection cannot see a rate: loading eBPF for it would cost a second for
         # nothing. Counts since boot from proc/stat are what a one-shot can give.
         settings.events_source = "procfs"

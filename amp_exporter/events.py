@@ -24,8 +24,8 @@ from amp_exporter.hostpaths import HostPaths, read_text
 log = logging.getLogger("amp_exporter.events")
 
 # Why the eBPF source is not active: a bounded vocabulary for a label.
-UNAVAILABLE_REASONS = ("starting", "disabled", "not_live_host", "no_tracefs", "no_headers",
-                       "no_bcc", "no_tracepoints", "permission", "compile_failed",
+UNAVAILABLE_REASONS = ("starting", "disabled", "one_shot", "not_live_host", "no_tracefs",
+                       "no_headers", "no_bcc", "no_tracepoints", "permission", "compile_failed",
                        "loader_failed", "timeout", "read_failed")
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -102,6 +102,8 @@ class Settings:
     events_capacity_per_second: float = 100_000.0
     events_pressure_threshold: float = 1.0
     events_pressure_for_seconds: float = 120.0
+    # check and textfile: one collection, so no rate can be measured (no eBPF, no pressure)
+    one_shot: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 

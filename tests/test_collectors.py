@@ -51,11 +51,12 @@ def test_healthy_hosts_of_every_generation(hosts, scrape, name):
     assert s.value("cisco_amp_connector_connected") == 1
     assert s.value("cisco_amp_connector_degraded") == 0
     assert active_faults(s) == {}
-    # Every catalog fault and every catalog cause is present, all 0.
+    # Every catalog fault and every catalog cause is present, all 0, but event pressure's:
+    # one collection (textfile) measures no rate, so that check cannot run and says so.
     assert {int(dict(k)["fault_id"]) for k in s["cisco_amp_fault_active"]} == {
         f.id for f in FAULTS}
     assert {(int(dict(k)["fault_id"]), dict(k)["cause"]) for k in s["cisco_amp_fault_cause"]
-            } == EVERY_CAUSE
+            } == EVERY_CAUSE - {(18, "event_pressure_high")}
     assert s.found_causes() == set()
     assert s.value("cisco_amp_process_up", process="ampdaemon") == 1
     assert s.value("cisco_amp_process_up", process="ampscansvc") == 1

@@ -186,7 +186,8 @@ def test_procfs_fallback_on_a_host_tree(hosts):
     assert s.value("cisco_amp_host_context_switches_total") == ctxt
     assert s.value("amp_exporter_events_source", source="procfs") == 1
     assert s.value("amp_exporter_events_ebpf_unavailable", reason="not_live_host") == 1
-    assert s.causes(18) == {"event_pressure_high": 0}
+    # No window has closed yet: pressure is unknown, so its cause is left out, not 0.
+    assert s.causes(18) == {}
     assert s.success() == {"events": 1}
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from amp_exporter import events
-from amp_exporter.causes import CauseCollector, Findings
+from amp_exporter.causes import UNCHECKED, CauseCollector, Findings
 from amp_exporter.registry import CollectorError, counter, gauge, host_error, register
 
 log = logging.getLogger("amp_exporter.events")
@@ -73,7 +73,7 @@ class EventsCollector(CauseCollector):
         self.ebpf: Optional[events.EbpfEvents] = None
         self._static_reason: Optional[str] = None
         if settings.events_source == "procfs":
-            self._static_reason = "disabled"
+            self._static_reason = "one_shot" if settings.one_shot else "disabled"
         elif not self.paths.procfs_is_live:
             self._static_reason = "not_live_host"  # a host tree: its kernel is not ours
         else:
@@ -173,6 +173,10 @@ class EventsCollector(CauseCollector):
     def check(self):
         families, sustained = self._families()
         findings: Findings = {}
+        if not any(f.name == PRESSURE.name for f in families):
+            # No window closed yet (a one-shot never closes one): pressure is unknown, and
+            # its cause is left out rather than reported absent.
+            findings[(18, "event_pressure_high")] = UNCHECKED
         if sustained:
             findings[(18, "event_pressure_high")] = (
                 f"event pressure at or above {self.settings.events_pressure_threshold:g} of "
