@@ -35,10 +35,9 @@ needs_alertmanager = pytest.mark.skipif(
 
 
 def _severities() -> dict[str, str]:
-    """Each alert's severity; for those that take the connector's, the catalog's default."""
+    """Each alert's severity; for those with a tier per severity, the catalog's default."""
     defaults = {alerts.fault_alert_name(f): f.alert_severity for f in FAULTS}
-    return {r["alert"]: (defaults.get(r["alert"], "warning")
-                         if r["labels"]["severity"] == alerts.SEVERITY_FROM_VALUE
+    return {r["alert"]: (defaults.get(r["alert"], "warning") if alerts.is_tiered(r["alert"])
                          else r["labels"]["severity"])
             for g in alerts.alert_groups() for r in g["rules"]}
 

@@ -32,7 +32,7 @@ TEXTFILE_DIR = "alerts/textfile"
 SEVERITY_WORDS = ("none", "minor", "major", "critical")  # cisco_amp_fault_severity 0..3
 # The connector's severity, as cisco_amp_fault_severity says it, decides how an alert on
 # its fault reaches a person: Critical pages, Major warns, Minor informs.
-ALERT_SEVERITY_BY_LEVEL = {3: "critical", 2: "warning", 1: "info"}
+ALERT_SEVERITY_BY_LEVEL = {1: "info", 2: "warning", 3: "critical"}
 LEVEL_BY_ALERT_SEVERITY = {v: k for k, v in ALERT_SEVERITY_BY_LEVEL.items()}
 
 
@@ -107,11 +107,15 @@ TARGET = "$labels.job $labels.instance"  # printf arguments for job=%q,instance=
 def fault_description(fault: Fault) -> str:
     """The description template of a fault's alert (Go template, as Prometheus renders it)."""
     if fault.causes:
-        found = (_query("cisco_amp_fault_cause{job=%q,instance=%q,fault_id=\"" +
-                        str(fault.id) + "\"} == 1", TARGET) + ' | sortByLabel "cause" }}'
-                 "Causes the exporter found: " + _list("cause") + ".{{ else }}"
+        causes = "cisco_amp_fault_cause{job=%q,instance=%q,fault_id=\"" + str(fault.id) + "\"}"
+        # Three answers: causes found; checked and none found; not checked (the collector
+        # failed, or the textfile deployment, which cannot measure event pressure).
+        found = (_query(causes + " == 1", TARGET) + ' | sortByLabel "cause" }}'
+                 "Causes the exporter found: " + _list("cause") + ".{{ else }}" +
+                 _query(causes, TARGET) + " }}"
                  "The exporter found none of the causes it checks (" +
-                 ", ".join(fault.cause_names) + ").{{ end }}")
+                 ", ".join(fault.cause_names) + ").{{ else }}The exporter could not check "
+                 "this fault's causes on this host.{{ end }}{{ end }}")
     else:
         found = "The exporter has no check of its own for this fault's causes."
     return (_sentence(f"The connector on {{{{ $labels.instance }}}} reports fault {fault.id} "
@@ -122,30 +126,34 @@ def fault_summary(fault: Fault) -> str:
     return f"Fault {fault.id} on {{{{ $labels.instance }}}}: {fault.title}."
 
 
-def reported_severity_expr(matchers: str, default: str) -> str:
-    """PromQL whose value is the severity level (1..3) of each active fault that MATCHERS
-    select: the connector's own where it says one, else DEFAULT's level (the catalog's)."""
+def tier_expr(matchers: str, level: int, default: str) -> str:
+    """PromQL for the severity tier LEVEL of the faults MATCHERS select: active while the
+    connector reports them at LEVEL or worse, or reports no severity and the catalog's
+    DEFAULT is at LEVEL or worse."""
     active = f"cisco_amp_fault_active{matchers} == 1"
-    return (f"(cisco_amp_fault_severity{matchers} > 0 and {active})\n"
-            f"or ({active}) * {LEVEL_BY_ALERT_SEVERITY[default]}")
+    expr = f"({active} and cisco_amp_fault_severity{matchers} >= {level})"
+    if level <= LEVEL_BY_ALERT_SEVERITY[default]:
+        expr += f"\nor ({active} unless cisco_amp_fault_severity{matchers} > 0)"
+    return expr
 
 
-# The `severity` label from the expression's value (a label template, evaluated by
-# Prometheus for every alert): a fault the connector raises to Critical pages at once.
-SEVERITY_FROM_VALUE = ("{{ if ge $value 3.0 }}critical{{ else if ge $value 2.0 }}warning"
-                       "{{ else }}info{{ end }}")
+def severity_tiers(name: str, matchers: str, default: str, rule: Rule) -> list[Rule]:
+    """One rule per severity, as the mixins' warning/critical tiers: the tiers up to the
+    connector's severity fire together, and Alertmanager mutes the lower ones (critical
+    over warning, both over info: alertmanager.py). A fault the connector raises from Major
+    to Critical adds the critical tier; the warning tier goes on firing, so nothing
+    resolves that is still raised, and no `for:` starts again below the new severity."""
+    return [{"alert": name, "expr": tier_expr(matchers, level, default), **rule,
+             "labels": {"severity": severity, **rule.get("labels", {})}}
+            for level, severity in sorted(ALERT_SEVERITY_BY_LEVEL.items(), reverse=True)]
 
 
-def fault_alert(fault: Fault, config: Config) -> Rule:
-    matchers = _sel(config, f'fault_id="{fault.id}"')
-    return {
-        "alert": fault_alert_name(fault),
-        "expr": reported_severity_expr(matchers, fault.alert_severity),
-        "for": fault.alert_for,
-        "labels": {"severity": SEVERITY_FROM_VALUE},
-        "annotations": {"summary": fault_summary(fault),
-                        "description": fault_description(fault)},
-    }
+def fault_alert(fault: Fault, config: Config) -> list[Rule]:
+    return severity_tiers(
+        fault_alert_name(fault), _sel(config, f'fault_id="{fault.id}"'), fault.alert_severity,
+        {"for": fault.alert_for,
+         "annotations": {"summary": fault_summary(fault),
+                         "description": fault_description(fault)}})
 
 
 def known_fault_regex() -> str:
@@ -158,11 +166,9 @@ def other_alerts(config: Config) -> list[Rule]:
     sel = _sel(config)
     known = known_fault_regex()
     return [
-        {
-            "alert": f"{ALERT_PREFIX}UnknownFaultReported",
-            "expr": reported_severity_expr(_sel(config, f'fault_id!~"{known}"'), "warning"),
+        *severity_tiers(f"{ALERT_PREFIX}UnknownFaultReported",
+                        _sel(config, f'fault_id!~"{known}"'), "warning", {
             "for": config.unknown_fault_for,
-            "labels": {"severity": SEVERITY_FROM_VALUE},
             "annotations": {
                 "summary": "Unknown fault {{ $labels.fault_id }} on {{ $labels.instance }}.",
                 "description": "The connector on {{ $labels.instance }} reports fault "
@@ -172,7 +178,7 @@ def other_alerts(config: Config) -> list[Rule]:
                 " of 3), which amp-exporter's fault catalog does not know: no cause "
                 "checks and no runbook of its own.",
             },
-        },
+        }),
         *exporter_alerts(config),
         *connector_state_alerts(config),
         {
@@ -267,7 +273,7 @@ def exporter_alerts(config: Config) -> list[Rule]:
     amp-exporter's series lately, and a file that stops being renewed has its own alert."""
     sel = _sel(config)
     if config.deployment == "textfile":
-        served = f"max_over_time(amp_exporter_build_info{sel}[{config.textfile_lookback}])"
+        served = f"{LAST_WRITE}{sel}"
         return [
             {
                 "alert": f"{ALERT_PREFIX}ExporterDown",
@@ -299,9 +305,7 @@ def exporter_alerts(config: Config) -> list[Rule]:
             },
             {
                 "alert": f"{ALERT_PREFIX}TextfileStale",
-                "expr": "time() - max_over_time(amp_exporter_textfile_write_timestamp_seconds"
-                        f"{sel}[{config.textfile_lookback}]) > "
-                        f"{_seconds(config.textfile_stale_after)}",
+                "expr": f"time() - {LAST_WRITE}{sel} > {_seconds(config.textfile_stale_after)}",
                 "labels": {"severity": "warning"},
                 "annotations": {
                     "summary": "amp-exporter's textfile on {{ $labels.instance }} is not "
@@ -342,6 +346,21 @@ def exporter_alerts(config: Config) -> list[Rule]:
             },
         },
     ]
+
+
+# textfile: when each host's file was last written, remembered for textfile_lookback after
+# the file (or its node_exporter) is gone, so "down" and "stale" know which hosts served
+# amp-exporter's series. A rule that reads its own last value costs one series per host
+# and evaluation, where max_over_time(...[1d]) would read a day of samples every time.
+LAST_WRITE = "instance:amp_exporter_textfile_write_timestamp_seconds:last1d"
+
+
+def textfile_memory(config: Config) -> dict:
+    sel = _sel(config)
+    return {"name": "cisco-amp-textfile-hosts", "rules": [{
+        "record": LAST_WRITE,
+        "expr": f"amp_exporter_textfile_write_timestamp_seconds{sel}\n"
+                f"or ({LAST_WRITE}{sel} > time() - {_seconds(config.textfile_lookback)})"}]}
 
 
 def connector_state_alerts(config: Config) -> list[Rule]:
@@ -389,18 +408,38 @@ def add_runbook_links(groups: list[dict], config: Config = DEFAULT) -> list[dict
     return groups
 
 
+# Alerts that cannot fire in the textfile deployment: a one-shot `amp-exporter textfile`
+# measures no rate, so there is no event pressure (fault 18 itself still alerts).
+ONE_SHOT_BLIND = (f"{ALERT_PREFIX}EventPressureHigh",)
+
+
 def alert_groups(config: Config = DEFAULT) -> list[dict]:
     groups = [
-        {"name": "cisco-amp-faults", "rules": [fault_alert(f, config) for f in FAULTS]},
-        {"name": "cisco-amp-connector", "rules": other_alerts(config)},
+        {"name": "cisco-amp-faults",
+         "rules": [r for f in FAULTS for r in fault_alert(f, config)]},
+        {"name": "cisco-amp-connector", "rules": [
+            r for r in other_alerts(config) if r["alert"] not in ONE_SHOT_BLIND
+            or config.deployment == "exporter"]},
     ]
-    names = [r["alert"] for g in groups for r in g["rules"]]
-    assert len(names) == len(set(names)), f"duplicate alert names: {names}"
+    if config.deployment == "textfile":
+        groups.insert(0, textfile_memory(config))
+    # One name may have several severity tiers, never two rules of one severity.
+    keys = [(r["alert"], r["labels"]["severity"]) for g in groups for r in g["rules"]
+            if "alert" in r]
+    assert len(keys) == len(set(keys)), f"duplicate alerts: {keys}"
     return add_runbook_links(groups, config)
 
 
 def alert_names(config: Config = DEFAULT) -> list[str]:
-    return [r["alert"] for g in alert_groups(config) for r in g["rules"]]
+    """Every alert name once, in rule order."""
+    return list(dict.fromkeys(r["alert"] for g in alert_groups(config) for r in g["rules"]
+                              if "alert" in r))
+
+
+def is_tiered(name: str, config: Config = DEFAULT) -> bool:
+    """Whether NAME takes the connector's severity (one rule per severity tier)."""
+    return sum(1 for g in alert_groups(config) for r in g["rules"]
+               if r.get("alert") == name) > 1
 
 
 # -- recording rules -----------------------------------------------------------------------
@@ -440,8 +479,7 @@ def recording_groups(config: Config = DEFAULT) -> list[dict]:
          "expr": f"sum by (job, collector) (1 - amp_exporter_scrape_collector_success{sel})"},
         {"record": "job:up:sum",  # textfile: only the node_exporters that serve our file
          "expr": f"sum by (job) (up{sel})" if config.deployment == "exporter" else
-                 f"sum by (job) (up{sel} and on (job, instance) "
-                 f"max_over_time(amp_exporter_build_info{sel}[{config.textfile_lookback}]))"},
+                 f"sum by (job) (up{sel} and on (job, instance) {LAST_WRITE}{sel})"},
         {"record": "instance:cisco_amp_host_events:rate5m",
          "expr": f"sum by (job, instance) (rate(cisco_amp_host_events_total{sel}[5m]))"},
     ]

@@ -8,9 +8,13 @@ from the templates), so a template that renders differently fails `promtool test
 from __future__ import annotations
 
 import re
+from typing import Optional
 
 from amp_exporter.catalog import FAULTS
 from amp_exporter.monitoring.alerts import (
+    ALERT_SEVERITY_BY_LEVEL,
+    LEVEL_BY_ALERT_SEVERITY,
+    ONE_SHOT_BLIND,
     TEXTFILE_DIR,
     fault_alert_name,
     rule_files,
@@ -25,6 +29,11 @@ def minutes(duration: str) -> int:
     match = re.fullmatch(r"(\d+)([mh])", duration)
     assert match, f"unsupported duration {duration!r}"
     return int(match.group(1)) * (60 if match.group(2) == "h" else 1)
+
+
+def tiers(level: int) -> list[str]:
+    """The severity tiers that fire for a fault at LEVEL: that one and every lower one."""
+    return [ALERT_SEVERITY_BY_LEVEL[n] for n in range(1, level + 1)]
 
 
 def _series(metric: str, values: str, **labels: str) -> dict:
@@ -66,7 +75,8 @@ def fault_tests(config: Config = DEFAULT) -> dict:
                     fault_id=fid),
         ]
         # The connector's severity decides the alert's: h1 Critical, h4 Minor, h5 Major; h3
-        # says none (a Fault IDs line only), so the catalog's default applies.
+        # says none (a Fault IDs line only), so the catalog's default applies. h4 and h5
+        # have no cause series: their checks did not run.
         for inst, level in (("h1", 3), ("h4", 1), ("h5", 2)):
             if inst != "h1":
                 series.append(_series("cisco_amp_fault_active", f"0 1x{n}", job=job,
@@ -83,11 +93,14 @@ def fault_tests(config: Config = DEFAULT) -> dict:
                                   instance="h3", fault_id=fid, cause=cause.name))
         series.reverse()
 
-        def description(instance: str, causes: list[str], f=f) -> str:
+        def description(instance: str, causes: Optional[list[str]], f=f) -> str:
+            """CAUSES found (None: no cause series at all, the checks did not run)."""
             text = (f"The connector on {instance} reports fault {f.id} ({f.title}). "
                     f"{f.meaning} {f.impact}\n")
             if not f.causes:
                 return text + "The exporter has no check of its own for this fault's causes."
+            if causes is None:
+                return text + "The exporter could not check this fault's causes on this host."
             if causes:
                 return text + "Causes the exporter found: " + ", ".join(causes) + "."
             return (text + "The exporter found none of the causes it checks (" +
@@ -96,9 +109,10 @@ def fault_tests(config: Config = DEFAULT) -> dict:
         firing = [_alert(name, config, {"job": job, "instance": inst, "fault_id": fid,
                                         "severity": severity},
                          f"Fault {f.id} on {inst}: {f.title}.", description(inst, causes))
-                  for inst, causes, severity in (
-                      ("h1", found, "critical"), ("h3", [], f.alert_severity),
-                      ("h4", [], "info"), ("h5", [], "warning"))]
+                  for inst, causes, level in (
+                      ("h1", found, 3), ("h3", [], LEVEL_BY_ALERT_SEVERITY[f.alert_severity]),
+                      ("h4", None, 1), ("h5", None, 2))
+                  for severity in tiers(level)]
         groups.append({
             "name": f"fault {f.id}: {name}",
             "interval": "1m",
@@ -157,9 +171,9 @@ def connector_tests(config: Config = DEFAULT) -> dict:
                      f"The connector on {inst} reports fault {fid} (severity {level} of 3), "
                      "which amp-exporter's fault catalog does not know: no cause checks and "
                      "no runbook of its own.")
-                     for inst, fid, sev, level in (("h1", "23", "warning", "2"),
-                                                   ("h5", "31", "critical", "3"),
-                                                   ("h4", "32", "warning", "?"))]},
+                     for inst, fid, tier, level in (("h1", "23", 2, "2"), ("h5", "31", 3, "3"),
+                                                    ("h4", "32", 2, "?"))
+                     for sev in tiers(tier)]},
                 {"eval_time": "50m", "alertname": "CiscoAmpConnectorNotInstalled",
                  "exp_alerts": []},
                 {"eval_time": "70m", "alertname": "CiscoAmpConnectorNotInstalled",
@@ -289,7 +303,7 @@ def connector_tests(config: Config = DEFAULT) -> dict:
         groups = [g for g in groups if g["name"] != "no target at all"]
         for g in groups:
             g["alert_rule_test"] = [t for t in g["alert_rule_test"] if t["alertname"] not in (
-                "CiscoAmpExporterDown", "CiscoAmpExporterAbsent")]
+                "CiscoAmpExporterDown", "CiscoAmpExporterAbsent", *ONE_SHOT_BLIND)]
     return _file(rule_files(config)[0], groups)
 
 
@@ -453,6 +467,8 @@ def textfile_tests(config: Config = TEXTFILE) -> dict:
                 _series("up", "1x9 0x30", **J, instance="n1"),
                 _series("up", "0x40", **J, instance="n2"),
                 _series("amp_exporter_build_info", "1x9 _x30", **J, instance="n1", **build),
+                _series("amp_exporter_textfile_write_timestamp_seconds", "0+60x9 _x30", **J,
+                        instance="n1"),
                 # n3's timer stops writing at minute 5 (the value stays); n4's file is removed
                 # at minute 5 (the series goes); n5 is renewed every minute.
                 _series("up", "1x40", **J, instance="n3"),

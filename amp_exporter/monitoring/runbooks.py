@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from amp_exporter.catalog import CONNECTOR_STATES, FAULTS, Fault
 from amp_exporter.monitoring.alerts import (
-    SEVERITY_FROM_VALUE,
     alert_groups,
     fault_alert_name,
+    is_tiered,
     runbook_anchor,
 )
 from amp_exporter.monitoring.config import DEFAULT, TEXTFILE, Config
@@ -41,11 +41,14 @@ def _rule(name: str, config: Config) -> dict:
     raise KeyError(name)
 
 
-def _severity(rule: dict, default: str = "") -> str:
-    if rule["labels"]["severity"] == SEVERITY_FROM_VALUE:
+def _severity(rule: dict, config: Config, default: str = "") -> str:
+    if is_tiered(rule["alert"], config):
         return ("Severity as the connector reports the fault: Critical pages (`critical`), "
                 "Major warns (`warning`), Minor informs (`info`); " +
-                (f"`{default}`" if default else "`warning`") + " when it reports none.")
+                (f"`{default}`" if default else "`warning`") + " when it reports none. One "
+                "rule per severity: the tiers up to the reported one fire together and "
+                "Alertmanager mutes the lower ones (alerts/alertmanager.yml), so a fault "
+                "raised from Major to Critical pages without the warning resolving.")
     return f"Severity `{rule['labels']['severity']}`."
 
 
@@ -59,13 +62,15 @@ def _header(name: str, title: str, config: Config, default: str = "") -> list[st
         except KeyError:
             continue
     rule = shapes[0][1]
-    lines += [_severity(rule, default), ""]
+    lines += [_severity(rule, config, default), ""]
     # The textfile shape's rule is shown only where it differs by more than its selector.
     exprs = {r["expr"].replace(shape.selector, "") for shape, r in shapes}
     for shape, r in shapes:
         where = ("" if len(exprs) == 1 else
                  " (amp-exporter scraped as its own job)" if shape.deployment == "exporter"
                  else " (node_exporter serves amp-exporter's textfile)")
+        if is_tiered(name, shape):
+            where += " (the critical tier; the others compare with 2 and 1)"
         lines += [f"Fires after `{r.get('for', '0s')}` of{where}:", "", "```promql", r["expr"],
                   "```", ""]
         if len(exprs) == 1:
@@ -325,8 +330,8 @@ def runbooks(config: Config = DEFAULT) -> dict[str, str]:
     seen: set[str] = set()
     for group in [*alert_groups(config), *alert_groups(TEXTFILE)]:
         for rule in group["rules"]:
-            name = rule["alert"]
-            if name in seen:
+            name = rule.get("alert")
+            if name is None or name in seen:  # a recording rule, or a further tier
                 continue
             seen.add(name)
             anchor = runbook_anchor(name)
@@ -338,7 +343,7 @@ def runbooks(config: Config = DEFAULT) -> dict[str, str]:
             else:
                 raise KeyError(f"no runbook written for alert {name}")
             pages[f"{RUNBOOK_DIR}/{anchor}.md"] = text
-            severity = ("the connector's" if rule["labels"]["severity"] == SEVERITY_FROM_VALUE
+            severity = ("the connector's" if is_tiered(name, config)
                         else rule["labels"]["severity"])
             index.append(f"| {name} | {severity} | [{anchor}.md]({anchor}.md) |")
     pages[f"{RUNBOOK_DIR}/README.md"] = GENERATED + "\n".join(index) + "\n"
