@@ -1,20 +1,25 @@
 """A small fleet of real `amp-exporter serve` processes scraped by the real `prometheus`
 binary on loopback, with our alert and recording rules loaded: every dashboard query
 evaluates and returns data, the instance variable narrows what it should, and the
-expected alerts are pending or firing."""
+expected alerts are pending or firing, each with its severity; then how long a daemon that
+dies on a healthy host takes to show as a pending alert."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import yaml
-from conftest import EBPF_REQUIRED, REPO, LoopbackDaemon, ebpf_blocker, free_port, have
+from conftest import EBPF_REQUIRED, REPO, LoopbackDaemon, builder, ebpf_blocker, free_port, have
 from test_http import Server
 
 from amp_exporter.monitoring import alerts, dashboards
@@ -23,12 +28,20 @@ from amp_exporter.monitoring.config import DEFAULT
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not have("prometheus"), reason="prometheus binary missing")]
 
-HOSTS = ("healthy-ebpf-btf", "fault-11-kernel-headers", "fault-18-overloaded", "multi-fault",
-         "no-connector")
+HEALTHY = ("healthy-ebpf-btf", "healthy-ebpf-headers", "healthy-kmod")
+HOSTS = (*HEALTHY, "fault-11-kernel-headers", "fault-18-overloaded", "multi-fault",
+         "no-connector", "daemon-dead", "ampcli-silent")
+# ampcli-silent's ampcli connects, then never answers: --ampcli.timeout 1 ends each run, so
+# its scrapes take a second and more, and Prometheus scrapes it every SLOW_SCRAPE with as
+# long a timeout (deploy/prometheus: scrape_timeout above --ampcli.timeout), or its scrapes
+# would fail and it would look down instead of silent.
+SILENT = "ampcli-silent"
+SILENT_FLAGS = ("--ampcli.timeout", "1")
+SLOW_SCRAPE = "2s"
 DISCONNECTED = "disconnected-kmod"  # a copy of healthy-kmod whose ampcli says Disconnected
 DOWN = "down"  # a target where nothing listens
 # healthy-ebpf-btf again, but its ampcli prints binary garbage: the connector collector
-# fails (reason parse) while the others succeed.
+# fails (reason parse) while the others succeed, and the connector is not answering.
 FAILING = "collector-failing"
 GARBAGE = b"\x00\x01\xff\xfeMZ\x90\x00\x1b[2J\r\n\xc3\x28\xa0\xa1\n"
 # This machine's own kernel with the eBPF event source and only the events collector:
@@ -48,32 +61,53 @@ NO_DATA = {} if EBPF_BLOCKER is None else {
         "cisco_amp_process_event_rate needs the eBPF event source, which this machine "
         f"cannot run ({EBPF_BLOCKER}); the example host trees count events from proc/stat",
 }
+# {host: {alert: its (worst) severity label}}. Fault alerts take the connector's severity
+# (Critical 3 -> critical, Major 2 -> warning), one rule per tier: the tiers up to it fire
+# together (Alertmanager mutes the lower ones); a dead or silent connector pages (critical).
 EXPECTED_ALERTS = {
-    "healthy-ebpf-btf": set(),
-    "fault-11-kernel-headers": {"CiscoAmpRequiredKernelLevelPackagesMissing",
-                                "CiscoAmpConnectorDegraded"},
-    "fault-18-overloaded": {"CiscoAmpConnectorEventMonitoringOverloaded",
-                            "CiscoAmpConnectorDegraded"},
-    "multi-fault": {"CiscoAmpScanServiceFailedToStart", "CiscoAmpUnknownFaultReported",
-                    "CiscoAmpConnectorDegraded"},
-    "no-connector": {"CiscoAmpConnectorNotInstalled"},
-    DISCONNECTED: {"CiscoAmpConnectorDisconnected"},
-    FAILING: {"CiscoAmpCollectorFailing"},
-    DOWN: {"CiscoAmpExporterDown"},
-    **({LIVE: set()} if EBPF_BLOCKER is None else {}),
+    **{name: {} for name in HEALTHY},
+    "fault-11-kernel-headers": {"CiscoAmpRequiredKernelLevelPackagesMissing": "critical",
+                                "CiscoAmpConnectorDegraded": "warning"},
+    "fault-18-overloaded": {"CiscoAmpConnectorEventMonitoringOverloaded": "critical",
+                            "CiscoAmpConnectorDegraded": "warning"},
+    "multi-fault": {"CiscoAmpScanServiceFailedToStart": "critical",
+                    "CiscoAmpUnknownFaultReported": "warning",
+                    "CiscoAmpConnectorDegraded": "warning"},
+    "no-connector": {"CiscoAmpConnectorNotInstalled": "warning"},
+    "daemon-dead": {"CiscoAmpConnectorDaemonNotRunning": "critical"},
+    SILENT: {"CiscoAmpConnectorNotAnswering": "critical", "CiscoAmpCollectorFailing": "warning"},
+    DISCONNECTED: {"CiscoAmpConnectorDisconnected": "warning"},
+    FAILING: {"CiscoAmpCollectorFailing": "warning", "CiscoAmpConnectorNotAnswering": "critical"},
+    DOWN: {"CiscoAmpExporterDown": "warning"},
+    **({LIVE: {}} if EBPF_BLOCKER is None else {}),
 }
+SHIPPED_RULES = (REPO / alerts.RULES_FILE, REPO / alerts.RECORDING_FILE)
+RANK = ["info", "warning", "critical"]
 
 
 class Prometheus(LoopbackDaemon):
-    def __init__(self, tmp: Path, targets: list[str]) -> None:
+    """prometheus on loopback scraping TARGETS every second and SLOW targets every
+    SLOW_SCRAPE (a target whose scrape takes a second), evaluating RULE_FILES every
+    second, and sending alerts to ALERTMANAGER (host:port) when given."""
+
+    def __init__(self, tmp: Path, targets: Sequence[str], slow: Sequence[str] = (),
+                 rule_files: Sequence[Path] = SHIPPED_RULES,
+                 alertmanager: Optional[str] = None) -> None:
         self.port = free_port()
-        config = {
+        groups: list[dict] = [{"targets": list(targets)}]
+        if slow:  # per-target interval and timeout, as target labels (Prometheus 2.27+)
+            groups.append({"targets": list(slow),
+                           "labels": {"__scrape_interval__": SLOW_SCRAPE,
+                                      "__scrape_timeout__": SLOW_SCRAPE}})
+        config: dict = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s",
                        "scrape_timeout": "1s"},
-            "rule_files": [str(REPO / alerts.RULES_FILE), str(REPO / alerts.RECORDING_FILE)],
-            "scrape_configs": [{"job_name": DEFAULT.job,
-                                "static_configs": [{"targets": targets}]}],
+            "rule_files": [str(f) for f in rule_files],
+            "scrape_configs": [{"job_name": DEFAULT.job, "static_configs": groups}],
         }
+        if alertmanager:
+            config["alerting"] = {"alertmanagers": [{"static_configs": [
+                {"targets": [alertmanager]}]}]}
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
         super().__init__(
             ["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
@@ -93,18 +127,43 @@ class Prometheus(LoopbackDaemon):
         assert answer["status"] == "success", (expr, answer)
         return answer["data"]["result"]
 
-    def wait(self, what: str, predicate, timeout: float = 30) -> None:
+    def wait(self, what: str, predicate, timeout: float = 30, step: float = 0.3) -> None:
         deadline = time.monotonic() + timeout
         last: object = None
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "prometheus exited; see its log"
+            assert self.proc.poll() is None, "prometheus exited: " + self.read_log()
             try:
                 if predicate():
                     return
             except (OSError, AssertionError, IndexError, KeyError) as exc:  # not yet
                 last = exc
-            time.sleep(0.3)
+            time.sleep(step)
         raise AssertionError(f"timed out waiting for {what} ({last})")
+
+
+AMPCLI = "opt/cisco/amp/bin/ampcli"
+
+
+def replace_ampcli(root: Path, script: str) -> None:
+    """Swap ROOT's ampcli for SCRIPT in one rename: a scrape runs the old one or the new."""
+    new = root / (AMPCLI + ".new")
+    new.write_text(script)
+    new.chmod(0o755)
+    os.replace(new, root / AMPCLI)
+
+
+def kill_daemon(root: Path, name: str) -> float:
+    """Make ROOT, a copy of the example host NAME, look as a host whose daemon died: no
+    ampdaemon or ampscansvc in proc (the scan service goes with the daemon), and the
+    daemon-dead host's ampcli, which prints 'Trying to connect...' and exits 1. The
+    processes go first, as they do on a real host. Returns when it began (monotonic)."""
+    pids = (builder.PID_DAEMON, builder.HOSTS[name].scan_pid)
+    assert all(pids) and all((root / "proc" / str(p)).is_dir() for p in pids), pids
+    began = time.monotonic()
+    for pid in pids:
+        shutil.rmtree(root / "proc" / str(pid))
+    replace_ampcli(root, builder.ampcli(builder.HOSTS["daemon-dead"]))
+    return began
 
 
 @pytest.fixture
@@ -121,7 +180,7 @@ def fleet(hosts, host_copy, tmp_path):
     garbage.write_bytes(b"#!/bin/sh\ncat " + str(tmp_path / "garbage").encode() + b"\n")
     garbage.chmod(0o755)
     (tmp_path / "garbage").write_bytes(GARBAGE)
-    extra = {FAILING: ("--ampcli.path", str(garbage))}
+    extra = {FAILING: ("--ampcli.path", str(garbage)), SILENT: SILENT_FLAGS}
     roots[FAILING] = hosts["healthy-ebpf-btf"]
     if EBPF_BLOCKER is None:
         roots[LIVE], extra[LIVE] = Path("/"), LIVE_FLAGS
@@ -133,7 +192,8 @@ def fleet(hosts, host_copy, tmp_path):
             servers.append(Server(path, *flags, *extra.get(name, ())))
             instances[name] = f"127.0.0.1:{servers[-1].port}"
         instances[DOWN] = f"127.0.0.1:{free_port()}"
-        prometheus = Prometheus(tmp_path, sorted(instances.values()))
+        prometheus = Prometheus(tmp_path, sorted(a for n, a in instances.items() if n != SILENT),
+                                slow=[instances[SILENT]])
         yield instances, prometheus
     finally:
         for s in servers:  # all shut down at once: each takes a moment, the eBPF one seconds
@@ -206,12 +266,13 @@ def test_dashboards_and_alerts_against_a_real_prometheus(fleet):
     assert not empty, "\n".join(empty)
     assert len(panels) >= 39 and checked >= 44, (len(panels), checked)
     failing = [r["metric"] for r in results["amp-fleet.json", "Failing collectors", "A"]]
-    assert [(m["instance"], m["collector"]) for m in failing] == [
-        (instances[FAILING], "connector")]
+    assert sorted((m["instance"], m["collector"]) for m in failing) == sorted(
+        [(instances[FAILING], "connector"), (instances[SILENT], "connector")])
 
     # the Host variable narrows every query that uses it to the chosen hosts, and only
-    # those; a selection of no scraped host leaves them all empty (aggregations included)
-    chosen = [instances["multi-fault"], instances[FAILING]]
+    # those; a selection of no scraped host leaves them all empty (aggregations included).
+    # daemon-dead serves no fault series at all: it must still be narrowed to, not lost.
+    chosen = [instances["multi-fault"], instances[FAILING], instances["daemon-dead"]]
     seen: set[str] = set()
     narrowed = 0
     for path in (dashboards.FLEET_FILE, dashboards.HOST_FILE):
@@ -230,16 +291,29 @@ def test_dashboards_and_alerts_against_a_real_prometheus(fleet):
     assert seen == set(chosen)
     assert narrowed >= 35, narrowed
 
-    # (b) the expected alerts, pending or firing, and none on the healthy host
+    # (b) the expected alerts, pending or firing, each with its severity; nothing above
+    # info on a healthy host
     by_instance = {address: name for name, address in instances.items()}
-    got: dict[str, set] = {name: set() for name in instances}
+    got: dict[str, dict[str, str]] = {name: {} for name in instances}
+    tiers: dict[tuple[str, str], list[str]] = {}
     descriptions = {}
     for alert in prom.get("/api/v1/alerts")["data"]["alerts"]:
         assert alert["state"] in ("pending", "firing")
-        name = by_instance[alert["labels"]["instance"]]
-        got[name].add(alert["labels"]["alertname"])
-        descriptions[name, alert["labels"]["alertname"]] = alert["annotations"]["description"]
+        name, alertname = by_instance[alert["labels"]["instance"]], alert["labels"]["alertname"]
+        severity = alert["labels"]["severity"]
+        assert severity not in tiers.get((name, alertname), []), f"two alike on {name}: {alert}"
+        tiers.setdefault((name, alertname), []).append(severity)
+        got[name][alertname] = max(tiers[name, alertname], key=RANK.index)
+        descriptions[name, alertname] = alert["annotations"]["description"]
         assert alert["annotations"]["runbook_url"].endswith(".md")
+    for (name, alertname), seen in tiers.items():  # a tier never fires without those below
+        worst = RANK.index(got[name][alertname])
+        expected = RANK[:worst + 1] if alerts.is_tiered(alertname) else RANK[worst:worst + 1]
+        assert sorted(seen, key=RANK.index) == expected, (name, alertname, seen)
+    healthy = [n for n in (*HEALTHY, LIVE) if n in instances]
+    assert len(healthy) == len(HEALTHY) + (EBPF_BLOCKER is None)
+    loud = {(n, a, s) for n in healthy for a, s in got[n].items() if s != "info"}
+    assert not loud, f"alerts above info on healthy hosts: {sorted(loud)}"
     assert got == EXPECTED_ALERTS
     assert descriptions["fault-11-kernel-headers",
                         "CiscoAmpRequiredKernelLevelPackagesMissing"].endswith(
@@ -254,4 +328,40 @@ def test_dashboards_and_alerts_against_a_real_prometheus(fleet):
     assert failing_text.startswith("The connector collector of amp-exporter on " +
                                    instances[FAILING]), failing_text
     assert failing_text.endswith("Reasons: parse."), failing_text
+    assert descriptions[SILENT, "CiscoAmpCollectorFailing"].endswith("Reasons: timeout.")
+    assert descriptions["daemon-dead", "CiscoAmpConnectorDaemonNotRunning"].startswith(
+        f"On {instances['daemon-dead']}, for {DEFAULT.daemon_not_running_for}: ")
     assert time.monotonic() - started < 60
+
+
+def test_time_from_daemon_death_to_the_alert(host_copy, tmp_path):
+    """A healthy host whose daemon dies shows as a pending page (the shipped rules wait
+    3 minutes before it fires) within a few scrapes."""
+    root = host_copy("healthy-ebpf-btf")
+    # --ampcli.cache 0: every scrape asks ampcli, so the figure is the scrape and rule
+    # intervals' and the exporter's own. With the default (5 s) a status cached just before
+    # the death would keep the host "answering" for up to 5 s more.
+    server = Server(root, "--ampcli.cache", "0")
+    prom = None
+    try:
+        instance = f"127.0.0.1:{server.port}"
+        prom = Prometheus(tmp_path, [instance])
+        prom.wait("the host scraped healthy", lambda: prom.query(
+            f'cisco_amp_connector_state{{instance="{instance}",state="answering"}} == 1'))
+        page = ('ALERTS{alertname="CiscoAmpConnectorDaemonNotRunning",alertstate="pending",'
+                f'severity="critical",instance="{instance}"}}')
+        assert prom.query(page) == []
+        assert prom.query(f'ALERTS{{instance="{instance}"}}') == []  # healthy: nothing at all
+
+        died = kill_daemon(root, "healthy-ebpf-btf")
+        prom.wait("the pending page", lambda: prom.query(page), timeout=30, step=0.05)
+        seconds = time.monotonic() - died
+        figure = f"daemon death -> pending CiscoAmpConnectorDaemonNotRunning: {seconds:.2f} s"
+        print("\n" + figure)
+        assert seconds < 15, figure
+        assert prom.query(f'cisco_amp_connector_state{{instance="{instance}",'
+                          'state="daemon_not_running"} == 1'), figure
+    finally:
+        if prom is not None:
+            prom.stop()
+        server.stop()
