@@ -19,11 +19,21 @@ SEVERITY_LEVELS = {"none": 0, "minor": 1, "major": 2, "critical": 3}
 
 @dataclass(frozen=True)
 class Cause:
-    """A root cause the exporter checks by itself, independently of the connector."""
+    """A root cause the exporter checks by itself, independently of the connector.
+
+    The rule for a cause while its fault is NOT raised (an early warning), applied to every
+    cause by causes.CauseCollector: only lasting evidence counts, a thing missing or off
+    that stays so (a user, a mode, a definitions file, the headers, a policy module), and
+    only where nothing the connector shows proves it harmless (BPF programs held under
+    enforcing SELinux prove the policy allows them; loaded modules prove Secure Boot lets
+    them load). A `momentary` finding (a process not running at this instant, memory low
+    at this instant) is a cause only while the connector reports the fault.
+    """
 
     name: str
     summary: str
     remedy: str
+    momentary: bool = False
 
     @property
     def reads(self) -> str:
@@ -58,25 +68,39 @@ SCANSVC_LOG = "/var/log/cisco/ampscansvc.log"
 SCAN_USER = "cisco-amp-scan-svc"
 SELINUX_MODULE = "cisco-secure-bpf"
 
-_KMOD_CAUSES = (
-    Cause(
-        "secure_boot_enabled",
-        "UEFI Secure Boot is on, so the connector's unsigned kernel modules cannot load.",
-        "Disable Secure Boot in the firmware, or move to a kernel and connector that use eBPF.",
-    ),
+_SECURE_BOOT = Cause(
+    "secure_boot_enabled",
+    "UEFI Secure Boot is on and the connector's module for this subsystem is not loaded: "
+    "unsigned modules cannot load.",
+    "Disable Secure Boot in the firmware, or move to a kernel (4.15+) where the connector "
+    "uses eBPF.",
+)
+_FILE_CAUSES = (
+    _SECURE_BOOT,
     Cause(
         "ampavflt_not_loaded",
-        "Kernel module ampavflt is not loaded on a host whose connector monitors with "
-        "kernel modules.",
+        "Kernel module ampavflt (on-access file scanning, on redirfs) is not loaded where "
+        "the connector watches files with its modules and file monitoring is on.",
         "Look in /var/log/messages for the load error; an incompatible kernel or a conflicting "
         "third-party module is the usual reason.",
     ),
     Cause(
         "ampfsm_not_loaded",
-        "Kernel module ampfsm is not loaded on a host whose connector monitors with "
-        "kernel modules.",
+        "Kernel module ampfsm (file renames: copies and moves) is not loaded where the "
+        "connector watches files with its modules and file monitoring is on.",
         "Look in /var/log/messages for the load error; on an unsupported kernel build a custom "
         "ampfsm module for it (connector 1.16.0+).",
+    ),
+)
+_NETWORK_CAUSES = (
+    _SECURE_BOOT,
+    Cause(
+        "ampnetworkflow_not_loaded",
+        "Kernel module ampnetworkflow (socket send, receive, connect, accept: device flow "
+        "correlation) is not loaded where the connector watches the network with its "
+        "modules and device flow correlation is on.",
+        "Look in /var/log/messages for the load error; an incompatible kernel or a conflicting "
+        "third-party module is the usual reason.",
     ),
 )
 
@@ -154,10 +178,10 @@ FAULTS: tuple[Fault, ...] = (
         causes=(
             Cause("scan_service_not_running", "The connector daemon runs but the scan service "
                   "process does not.", "Restart the connector; read ampscansvc.log if it "
-                  "does not come back."),
+                  "does not come back.", momentary=True),
             Cause("low_memory", "Available memory is below the configured minimum for the "
                   "scan service.", "Free memory or add memory to meet the connector's "
-                  "minimum requirements."),
+                  "minimum requirements.", momentary=True),
             Cause("definitions_invalid", "A definitions file (.cvd) is truncated or lacks a "
                   "valid header.", "Restart the connector so it removes the invalid files and "
                   "downloads them again."),
@@ -181,33 +205,35 @@ FAULTS: tuple[Fault, ...] = (
             "(connector 1.16.0+) or move to a supported kernel.",
         ),
         logs=("/var/log/messages",),
-        causes=_KMOD_CAUSES,
+        causes=_FILE_CAUSES,
         alert_severity="critical",
         alert_for="10m",
         escalate="Secure Boot off and modules still failing: open a case with Cisco TAC "
         "with the kernel version and /var/log/messages.",
-        extra={"policy_feature": "file_copy_move_monitoring"},
+        extra={"policy_feature": "file_copy_move_monitoring", "subsystem": "file"},
     ),
     Fault(
         id=9,
         title="Real-time network monitoring failed to start",
-        meaning="The kernel module that watches network activity is not loaded while the "
-        "policy turns on \"Enable device flow correlation\".",
+        meaning="The kernel module that watches network activity (ampnetworkflow) is not "
+        "loaded while the policy turns on \"Enable device flow correlation\". (Cisco's "
+        "fault table repeats fault 8's text here and names the file modules; the network "
+        "module is ampnetworkflow.)",
         impact="Device flow correlation (network monitoring) is unavailable.",
         actions=(
             "UEFI Secure Boot must be off for the connector's kernel modules.",
-            "Otherwise read /var/log/messages: the ampavflt or ampfsm module may be "
-            "incompatible with the running kernel or a third-party module.",
-            "On a kernel the connector does not support, build a custom ampfsm module "
-            "(connector 1.16.0+) or move to a supported kernel.",
+            "Otherwise read /var/log/messages: ampnetworkflow may be incompatible with the "
+            "running kernel or a third-party module.",
+            "On a kernel the connector does not support, move to a supported kernel or a "
+            "connector that supports this one; on 4.15+ kernels the connector uses eBPF.",
         ),
         logs=("/var/log/messages",),
-        causes=_KMOD_CAUSES,
+        causes=_NETWORK_CAUSES,
         alert_severity="critical",
         alert_for="10m",
         escalate="Secure Boot off and modules still failing: open a case with Cisco TAC "
         "with the kernel version and /var/log/messages.",
-        extra={"policy_feature": "device_flow_correlation"},
+        extra={"policy_feature": "device_flow_correlation", "subsystem": "network"},
     ),
     Fault(
         id=11,
@@ -298,12 +324,14 @@ FAULTS: tuple[Fault, ...] = (
         ),
         logs=(DAEMON_LOG, "/var/log/audit/audit.log"),
         causes=(
-            Cause("selinux_module_missing", f"SELinux is enforcing and the {SELINUX_MODULE} "
-                  "policy module is not installed.",
+            Cause("selinux_module_missing", f"SELinux is enforcing, the {SELINUX_MODULE} "
+                  "policy module is not installed, and nothing shows the policy lets the "
+                  "connector load eBPF (no BPF program held, no module granting the rule).",
                   "Reinstall the connector (with policycoreutils-python present) or add the "
                   "rule by hand."),
-            Cause("selinux_module_disabled", f"SELinux is enforcing and the {SELINUX_MODULE} "
-                  "policy module is installed but disabled.",
+            Cause("selinux_module_disabled", f"SELinux is enforcing, the {SELINUX_MODULE} "
+                  "policy module is installed but disabled, and nothing shows the policy lets "
+                  "the connector load eBPF.",
                   f"semodule -e {SELINUX_MODULE}, then restart the connector."),
         ),
         alert_severity="critical",
@@ -330,22 +358,30 @@ CAUSE_READS = {
     "definitions_invalid": "the 512-byte ClamAV header of each file matched by "
     "--check.definitions-glob (default opt/cisco/amp/clamav/*.cvd and similar).",
     "secure_boot_enabled": "sys/firmware/efi/efivars/SecureBoot-8be4df61-… (4 attribute bytes, "
-    "then the value); kernel-module hosts only, while the policy turns the fault's feature on.",
-    "ampavflt_not_loaded": "proc/modules; kernel-module hosts only, while the feature is on.",
-    "ampfsm_not_loaded": "proc/modules; kernel-module hosts only, while the feature is on.",
+    "then the value); where the fault's subsystem runs on the modules and the fault is "
+    "raised or one of its modules is missing with the feature on.",
+    "ampavflt_not_loaded": "proc/modules; where file monitoring runs on the modules, while "
+    "fault 8 is raised or a policy that was read turns file copy monitoring on.",
+    "ampfsm_not_loaded": "proc/modules; where file monitoring runs on the modules, while "
+    "fault 8 is raised or a policy that was read turns file copy monitoring on.",
+    "ampnetworkflow_not_loaded": "proc/modules; where network monitoring runs on the "
+    "module, while fault 9 is raised or a policy that was read turns device flow "
+    "correlation on.",
     "kernel_headers_missing": "proc/sys/kernel/osrelease, then lib/modules/RELEASE/build "
-    "resolved inside the root; eBPF-with-headers hosts only (no sys/kernel/btf/vmlinux, or a "
-    "connector before 1.25 per opt/cisco/amp/etc/global.xml).",
+    "resolved inside the root; where eBPF is built against headers (no "
+    "sys/kernel/btf/vmlinux, or a connector before 1.25 per opt/cisco/amp/etc/global.xml), "
+    "or fault 11 is raised.",
     "kernel_not_supported": "proc/sys/kernel/osrelease against --check.supported-kernels globs; "
     "no cause when none are given, or when the policy turns both features off.",
     "selinux_module_missing": "sys/fs/selinux/enforce (else etc/selinux/config), then the module "
     "store var/lib/selinux/TYPE/active/modules/*/cisco-secure-bpf (RHEL 8+) or "
-    "etc/selinux/TYPE/... (RHEL 7); eBPF hosts only.",
+    "etc/selinux/TYPE/... (RHEL 7); where eBPF is used or tried. Not while fault 19 is clear "
+    "and the connector holds BPF programs or an enabled module's CIL grants the rule.",
     "event_pressure_high": "event rates counted in the kernel by eBPF tracepoints (or, as a "
     "lower bound, forks from proc/stat), over --events.window, against --events.capacity; "
     "sustained for --events.pressure-for.",
     "selinux_module_disabled": "the module store's active/modules/disabled/cisco-secure-bpf "
-    "marker (semodule -d); eBPF hosts only.",
+    "marker (semodule -d); as selinux_module_missing.",
 }
 
 FAULTS_BY_ID: dict[int, Fault] = {f.id: f for f in FAULTS}

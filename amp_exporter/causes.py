@@ -46,7 +46,12 @@ class CauseCollector(Collector):
         unknown = set(findings) - expected
         if unknown:
             raise AssertionError(f"{self.name}: causes not in the catalog: {sorted(unknown)}")
-        return findings, evidence
+        # The catalog's rule for a cause of a fault that is not raised (catalog.Cause): a
+        # momentary finding is none.
+        reported = self.shared.reported_faults()
+        momentary = {(fid, c.name) for fid in self.fault_ids for c in FAULTS_BY_ID[fid].causes
+                     if c.momentary and fid not in reported}
+        return {k: v for k, v in findings.items() if k not in momentary}, evidence
 
     def collect(self) -> Iterable[Metric]:
         findings, evidence = self.findings()

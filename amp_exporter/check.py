@@ -68,10 +68,11 @@ def run(exporter: Exporter, out: TextIO) -> int:
             problems.append("the connector is disconnected from the Cisco cloud")
         if state in ("not_answering", "unknown") and last is not None and not last.ok:
             body.append(f"ampcli: {last.message}\n")
-        gens = [dict(k)["generation"] for k, v in values.get(
-            "cisco_amp_monitoring_generation", {}).items() if v == 1]
-        if gens:
-            body.append(f"Monitoring: {gens[0]}\n")
+        if "cisco_amp_monitoring_machinery" in values:  # the kernel collector ran
+            used = exporter.shared.machinery()  # this scrape's, already decided
+            body.append(f"Monitoring: files by {used.file} ({used.why['file']}); network "
+                        f"by {used.network} ({used.why['network']}); eBPF {used.ebpf} "
+                        f"({used.why['ebpf']})\n")
     body.append("\n")
 
     reported = {dict(k)["fault_id"]: v for k, v in values.get("cisco_amp_fault_active",

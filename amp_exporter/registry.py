@@ -23,6 +23,7 @@ from amp_exporter.hostpaths import HostPaths, NotRegularFile
 
 if TYPE_CHECKING:
     from amp_exporter.ampcli import AmpcliResult
+    from amp_exporter.machinery import Machinery
 
 log = logging.getLogger("amp_exporter")
 
@@ -181,25 +182,25 @@ class SharedState:
     def begin_scrape(self) -> None:
         """Facts shared by the collectors of the scrape in this thread are looked at anew."""
         self.processes.begin_scrape()
-        self._local.generation = None
+        self._local.machinery = None
         self._local.ampcli = None
 
-    def generation(self) -> str:
-        """The host's monitoring generation (see generation.py), once per scrape; raises
+    def machinery(self) -> Machinery:
+        """How the connector monitors each subsystem (machinery.py), once per scrape; raises
         CollectorError saying why it cannot be told (permission, missing, parse)."""
-        from amp_exporter import generation
+        from amp_exporter import machinery
 
-        found = getattr(self._local, "generation", None)
+        found = getattr(self._local, "machinery", None)
         if found is None:
             try:
-                found = generation.detect(generation.gather(
+                found = machinery.decide(machinery.gather(
                     self.settings.paths, self.processes.snapshot(), self.reported_faults()))
             except OSError as exc:
-                raise host_error(exc, "telling the monitoring generation") from exc
+                raise host_error(exc, "telling how the connector monitors") from exc
             except ValueError as exc:
-                raise CollectorError("parse", f"cannot tell the monitoring generation: {exc}"
+                raise CollectorError("parse", f"cannot tell how the connector monitors: {exc}"
                                      ) from exc
-            self._local.generation = found
+            self._local.machinery = found
         return found
 
     def close(self) -> None:

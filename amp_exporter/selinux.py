@@ -8,11 +8,13 @@ file `active/modules/disabled/NAME`.
 
 from __future__ import annotations
 
+import bz2
 import os
+import re
 from dataclasses import dataclass
 from typing import Optional
 
-from amp_exporter.hostpaths import HostPaths, parse_cached, read_first_line
+from amp_exporter.hostpaths import HostPaths, open_host_file, parse_cached, read_first_line
 
 STORE_ROOTS = ("var/lib/selinux", "etc/selinux")
 
@@ -78,3 +80,96 @@ def module_state(paths: HostPaths, policy_type: str, name: str) -> str:
             if priority.isdigit() and os.path.isdir(os.path.join(modules, priority, name)):
                 return "installed"
     return "missing"
+
+
+# The rule the connector needs (Cisco's fault 19 text), as CIL writes it in a module:
+# (allow unconfined_service_t self (bpf (map_create map_read map_write prog_load prog_run)))
+_BPF_RULE = re.compile(rb"\(\s*allow\s+unconfined_service_t\s+(?:self|unconfined_service_t)\s+"
+                       rb"\(\s*bpf\s+\(([a-z_ \t\r\n]*)\)\s*\)\s*\)")
+NEEDED_BPF_PERMISSIONS = frozenset({b"map_create", b"map_read", b"map_write", b"prog_load",
+                                    b"prog_run"})
+CIL_LIMIT = 256 << 20  # decompressed bytes scanned at most per module
+_RAW_LIMIT = 64 << 20  # compressed bytes read at most per module
+_CHUNK = 1 << 20  # scanned a piece at a time: a large base module never sits in memory whole
+_granted: dict[str, tuple[tuple, bool]] = {}
+
+
+def _pieces(data: bytes):
+    """The CIL text of DATA in pieces: bzip2-compressed (as libsemanage stores modules)
+    or plain. ValueError when it is not bzip2 after all, or passes CIL_LIMIT."""
+    if not data.startswith(b"BZh"):
+        for i in range(0, len(data), _CHUNK):
+            yield data[i:i + _CHUNK]
+        return
+    decompressor, total, pending = bz2.BZ2Decompressor(), 0, data
+    while not decompressor.eof:
+        try:
+            piece = decompressor.decompress(pending, _CHUNK)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"not bzip2: {exc}") from exc
+        pending = b""  # handed over: the decompressor keeps what it has not used yet
+        if not piece and decompressor.needs_input:
+            raise ValueError("bzip2 data ends early")
+        total += len(piece)
+        if total > CIL_LIMIT:
+            raise ValueError(f"CIL larger than {CIL_LIMIT} bytes")
+        yield piece
+
+
+def cil_grants_bpf(data: bytes) -> bool:
+    """Whether CIL (bzip2-compressed or plain) allows unconfined_service_t every bpf
+    permission the connector needs. ValueError as _pieces."""
+    tail = b""
+    for piece in _pieces(data):
+        text = tail + piece
+        for match in _BPF_RULE.finditer(text):
+            if set(match.group(1).split()) >= NEEDED_BPF_PERMISSIONS:
+                return True
+        tail = text[-512:]  # a rule cut between two pieces is whole in the next text
+    return False
+
+
+def policy_grants_bpf(paths: HostPaths, policy_type: str) -> bool:
+    """Whether an enabled module of the policy store (the base policy, a rule added by
+    hand, cisco-secure-bpf) grants the connector's bpf rule. Each module's CIL is read
+    again only when it changes. Raises PermissionError as module_state does."""
+    for store in STORE_ROOTS:
+        modules = paths.root(store, policy_type, "active", "modules")
+        try:
+            priorities = os.listdir(modules)
+        except FileNotFoundError:
+            continue
+        disabled = set(_listdir(os.path.join(modules, "disabled")))
+        for priority in sorted(p for p in priorities if p.isdigit()):
+            for name in sorted(_listdir(os.path.join(modules, priority))):
+                if name in disabled:
+                    continue
+                if _module_grants(os.path.join(modules, priority, name, "cil")):
+                    return True
+    return False
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _module_grants(path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    cached = _granted.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    with open_host_file(path) as f:
+        data = f.read(_RAW_LIMIT)
+    try:
+        granted = cil_grants_bpf(data)
+    except ValueError:
+        granted = False  # a module we cannot read grants nothing we can show
+    _granted[path] = (stamp, granted)
+    return granted

@@ -9,10 +9,11 @@ Meanwhile a mutator thread changes the host by a fixed script, rendering each ne
 with build_hosts as the single-fault example hosts are rendered: the connector raises and
 clears faults (what the stand-in ampcli prints), ampcli breaks and is repaired, root
 causes come and go (SELinux module disabled or missing, definitions truncated, low
-memory, scan user missing, scan service as root, a group-writable connector directory),
-a kernel module is loaded and unloaded, the scan service restarts (new PID; same PID with
-a new start time; down, then up; the daemon forks a child that then execs), and the logs
-are appended to (unfinished last lines included), rotated and truncated.
+memory, scan user missing, scan service as root, a group-writable connector directory;
+the module and header causes of faults 8, 9 and 11 while the connector reports them), the
+scan service restarts (new PID; same PID with a new start time; down, then up; the daemon
+forks a child that then execs), and the logs are appended to (unfinished last lines
+included), rotated and truncated.
 
 Every change is applied atomically per file (proc/PID directories appear and go whole),
 recorded with its start and end time, and held until a scrape that started after it has
@@ -72,7 +73,8 @@ SEVERITY = {5: "Major", 6: "Major", 7: "Critical", 8: "Critical", 9: "Critical",
 LEVEL = {"Critical": 3, "Major": 2, "Minor": 1}
 CATALOG_IDS = tuple(f.id for f in FAULTS)
 LOW_MEMORY = (1863388, 121840, 184320)  # MemTotal/Free/Available kB, as fault-7-scan-failed
-BROKEN_AMPCLI = "#!/bin/sh\necho 'Status: Connected'\nexit 3\n"
+# No status to use (an ampcli that exits non-zero after printing one is still read).
+BROKEN_AMPCLI = "#!/bin/sh\necho 'Trying to connect...'\nexit 3\n"
 RESTART_THRESHOLD = 3  # the exporter's default --check.scan-restarts
 RESTART_WINDOW = 3600  # --check.scan-restart-window: longer than any soak
 EVENTS_WINDOW = 0.5  # seconds; see run()
@@ -104,7 +106,6 @@ class HostState:
     scan_user: bool = True  # cisco-amp-scan-svc in passwd and group
     dir_mode_changed: bool = False  # opt/cisco/amp/etc group-writable
     scan_root: bool = False  # ampscansvc runs as uid 0
-    ampfsm: bool = False  # ampfsm in proc/modules
     scan_pid: Optional[int] = BASE.scan_pid  # None: the scan service is not running
     scan_start: int = BASE.scan_start
     fork_child: Optional[tuple[int, int]] = None  # the daemon's child before exec: pid, start
@@ -124,7 +125,7 @@ def host(st: HostState) -> build_hosts.Host:
         daily_truncate=300 if st.defs_invalid else None,
         mem=LOW_MEMORY if st.low_memory else BASE.mem, scan_user=st.scan_user,
         etc_mode=0o775 if st.dir_mode_changed else 0o755, scan_root=st.scan_root,
-        kmods=("ampfsm",) if st.ampfsm else (), scan_pid=st.scan_pid, scan_start=st.scan_start)
+        scan_pid=st.scan_pid, scan_start=st.scan_start)
 
 
 def tree(st: HostState) -> dict:
@@ -295,15 +296,26 @@ def expected(st: HostState, logs: Logs) -> dict:
         e[key("cisco_amp_fault_severity", fault_id=str(fid))] = severity
     found = {
         (6, "scan_service_restarts"): st.restarts >= RESTART_THRESHOLD,
-        (7, "scan_service_not_running"): st.scan_pid is None,
-        (7, "low_memory"): st.low_memory,
+        # momentary causes (catalog.Cause): only while the connector reports fault 7
+        (7, "scan_service_not_running"): st.scan_pid is None and 7 in st.reported,
+        (7, "low_memory"): st.low_memory and 7 in st.reported,
         (7, "definitions_invalid"): st.defs_invalid,
         (5, "scan_user_missing"): not st.scan_user,
         (5, "scan_group_missing"): not st.scan_user,
         (5, "directory_mode_changed"): st.dir_mode_changed,
         (5, "scan_service_as_root"): st.scan_root and st.scan_pid is not None,
-        (19, "selinux_module_disabled"): st.selinux == "disabled",
-        (19, "selinux_module_missing"): st.selinux == "none",
+        # the connector holds its BPF programs under enforcing SELinux: the policy allows
+        # them, so the module is a cause only while the connector reports fault 19
+        (19, "selinux_module_disabled"): st.selinux == "disabled" and 19 in st.reported,
+        (19, "selinux_module_missing"): st.selinux == "none" and 19 in st.reported,
+        # BASE (RHEL 9, eBPF) has Secure Boot on and none of the connector's modules
+        (8, "ampavflt_not_loaded"): 8 in st.reported,
+        (8, "ampfsm_not_loaded"): 8 in st.reported,
+        (8, "secure_boot_enabled"): 8 in st.reported,
+        (9, "ampnetworkflow_not_loaded"): 9 in st.reported,
+        (9, "secure_boot_enabled"): 9 in st.reported,
+        # ... and no kernel headers: needless with BTF, a cause once it reports fault 11
+        (11, "kernel_headers_missing"): 11 in st.reported,
     }
     for f in FAULTS:
         for c in f.causes:
@@ -318,7 +330,7 @@ def expected(st: HostState, logs: Logs) -> dict:
     e[key("cisco_amp_process_restarts_total", process="ampscansvc")] = st.restarts
     e[key("cisco_amp_process_restarts_total", process="ampdaemon")] = 0
     e[key("cisco_amp_process_restarts_total", process="ampupdater")] = 0
-    e[key("cisco_amp_kernel_module_loaded", module="ampfsm")] = int(st.ampfsm)
+    e[key("cisco_amp_kernel_module_loaded", module="ampfsm")] = 0
     e[key("cisco_amp_definitions_valid", database="daily.cvd")] = int(not st.defs_invalid)
     for name in LOGS:
         for level, count in logs.lines[name].items():
@@ -373,7 +385,8 @@ class Mutator:
         new_pid = (restarted, self.restart_new_pid)
         return [
             f(18, True), log("ampdaemon"), new_pid, f(18, False),
-            s(up + "SELinux module disabled", selinux="disabled"), f(19, True),
+            # the connector holds its programs: the module is a cause only under fault 19
+            f(19, True), s(up + "SELinux module disabled", selinux="disabled"),
             s(down + "SELinux module disabled", selinux="enabled"), f(19, False),
             s("ampcli broken (exit 3)", ampcli_broken=True), (restarted, self.restart_same_pid),
             log("ampscansvc"), s("ampcli repaired", ampcli_broken=False),
@@ -387,14 +400,15 @@ class Mutator:
             s(up + "scan service as root", scan_root=True), new_pid,
             s(down + "scan service as root", scan_root=False),
             s(down + "scan user missing", scan_user=True), f(5, False),
-            f(8, True), f(9, True), s("kernel module loaded", ampfsm=True), f(8, False),
-            s("kernel module unloaded", ampfsm=False), f(9, False),
+            # faults 8 and 9 on this eBPF host: the connector's word that it tried its
+            # modules, so their absence (and Secure Boot) are causes while they are raised
+            f(8, True), f(9, True), f(8, False), f(9, False),
             s(up + "directory mode changed", dir_mode_changed=True), f(6, True),
             (stopped, self.crash), ("daemon forked", self.fork), (restarted, self.restart_exec),
             s(down + "directory mode changed", dir_mode_changed=False), f(6, False),
             ("log truncated", functools.partial(self.logs.truncate, truncated)), log(truncated),
-            s(up + "SELinux module missing", selinux="none"), f(11, True), f(16, True),
-            f(23, True), s(down + "SELinux module missing", selinux="enabled"),
+            f(19, True), s(up + "SELinux module missing", selinux="none"), f(11, True),
+            f(16, True), f(23, True), s(down + "SELinux module missing", selinux="enabled"),
             ("fault cleared", functools.partial(self.report, ())), new_pid,
         ]
 

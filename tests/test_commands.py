@@ -72,7 +72,10 @@ def test_check_names_causes_and_what_to_do(hosts):
     assert "[11] Required kernel-level packages missing: RAISED (critical)" in out
     assert "lib/modules/4.19.0-26-amd64/build does not resolve" in out
     assert "linux-headers-$(uname -r)" in out
-    assert "Monitoring: ebpf_headers" in out
+    assert ("Monitoring: files by ebpf (no module of it loaded; the connector reports fault "
+            "11: it tried eBPF); network by ebpf (") in out
+    assert "eBPF headers (the connector reports fault 11; fault 11 says it builds against " \
+        "the kernel's headers)" in out
 
 
 def test_check_reports_a_cause_without_a_fault(host_copy):

@@ -1,21 +1,23 @@
-"""Faults 8, 9, 11 and 16: kernel modules, Secure Boot, headers, BTF, supported kernels."""
+"""Faults 8, 9, 11 and 16: kernel modules per subsystem, Secure Boot, headers, BTF,
+supported kernels; how the connector monitors each subsystem (machinery.py)."""
 
 from __future__ import annotations
 
 import fnmatch
 
-from amp_exporter import connector_files, generation, linux
+from amp_exporter import connector_files, linux, machinery
 from amp_exporter.catalog import FAULTS_BY_ID
 from amp_exporter.causes import CauseCollector, Findings
 from amp_exporter.registry import CollectorError, gauge, host_error, register
 
 # Always reported, 0 or 1, so dashboards and alerts see a module disappear.
-REPORTED_MODULES = ("ampavflt", "ampfsm", "redirfs")
+REPORTED_MODULES = machinery.CONNECTOR_MODULES
 
 
 NAME = "kernel"
 MODULE_LOADED = gauge(NAME, "cisco_amp_kernel_module_loaded",
-                      "1 when the connector's kernel module is loaded (proc/modules).",
+                      "1 when the connector's kernel module is loaded (proc/modules): ampfsm "
+                      "and ampavflt (on redirfs) watch files, ampnetworkflow the network.",
                       ("module",))
 BTF = gauge(NAME, "cisco_amp_kernel_btf_available",
             "1 when the kernel exposes BTF (sys/kernel/btf/vmlinux), so eBPF CO-RE needs no "
@@ -24,16 +26,26 @@ HEADERS = gauge(NAME, "cisco_amp_kernel_headers_installed",
                 "1 when lib/modules/RELEASE/build resolves to the running kernel's headers.")
 SECURE_BOOT = gauge(NAME, "cisco_amp_secure_boot_enabled",
                     "1 when UEFI Secure Boot is on (absent on a BIOS boot).")
+MACHINERY = gauge(NAME, "cisco_amp_monitoring_machinery",
+                  "1 for the machinery the connector uses, or tries, for each subsystem: "
+                  "file and network monitoring on kernel_modules or ebpf "
+                  "(docs/monitoring-model.md).", ("subsystem", "machinery"))
+EBPF = gauge(NAME, "cisco_amp_monitoring_ebpf",
+             "1 for how the connector builds its eBPF programs: core (BTF, connector 1.25+), "
+             "headers (against the running kernel's headers), none (it uses no eBPF here).",
+             ("mode",))
 GENERATION = gauge(NAME, "cisco_amp_monitoring_generation",
-                   "1 for how the connector monitors this host: ebpf_core (BTF), ebpf_headers "
-                   "(compiled against kernel headers) or kernel_modules.", ("generation",))
+                   "Deprecated one-word summary of cisco_amp_monitoring_machinery: the file "
+                   "subsystem's machinery, kernel_modules, or ebpf_core / ebpf_headers.",
+                   ("generation",))
+GENERATIONS = ("ebpf_core", "ebpf_headers", "kernel_modules")
 
 
 @register
 class KernelCollector(CauseCollector):
     name = NAME
     help = ("Fault 8, 9, 11, 16 causes; connector kernel modules, BTF, Secure Boot, headers, "
-            "monitoring generation.")
+            "the machinery of each monitoring subsystem.")
     fault_ids = (8, 9, 11, 16)
 
     def read(self):
@@ -67,31 +79,32 @@ class KernelCollector(CauseCollector):
     def check(self):
         release, modules, secure_boot, btf = self.read()
         evidence = self.evidence(release, modules, secure_boot, btf)
-        gen = self.shared.generation()
-        gen_family = GENERATION.family()
-        for name in generation.GENERATIONS:
-            gen_family.add_metric([name], 1.0 if name == gen else 0.0)
-        evidence.append(gen_family)
-
+        used = self.shared.machinery()
+        evidence += machinery_families(used)
+        reported = self.shared.reported_faults()
         features = connector_files.policy_features(self.paths)
         findings: Findings = {}
-        if gen == "kernel_modules":
-            for fid in (8, 9):
-                if not connector_files.feature_on(features, FAULTS_BY_ID[fid].extra[
-                        "policy_feature"]):
-                    continue
-                if secure_boot:
-                    findings[(fid, "secure_boot_enabled")] = (
-                        "UEFI Secure Boot is on; the connector's modules are not signed for it")
-                for module in generation.AMP_MODULES:
-                    if module not in modules:
-                        findings[(fid, f"{module}_not_loaded")] = (
-                            f"{module} is not in proc/modules")
-        if gen == "ebpf_headers" and not linux.headers_installed(self.paths, release):
+        for subsystem, fid in machinery.FAULT_BY_SUBSYSTEM.items():
+            if used.subsystem(subsystem) != "kernel_modules":
+                continue
+            # A module is loaded only while its feature is on: its absence is a cause while
+            # the connector reports the fault (its word that the feature is on) or a policy
+            # that was actually read turns the feature on, never on a guess.
+            feature = FAULTS_BY_ID[fid].extra["policy_feature"]
+            if fid not in reported and features.get(feature) is not True:
+                continue
+            missing = [m for m in machinery.MODULES_BY_SUBSYSTEM[subsystem] if m not in modules]
+            for module in missing:
+                findings[(fid, f"{module}_not_loaded")] = f"{module} is not in proc/modules"
+            if secure_boot and (missing or fid in reported):
+                findings[(fid, "secure_boot_enabled")] = (
+                    "UEFI Secure Boot is on; the connector's modules are not signed for it")
+        if ((used.ebpf == "headers" or 11 in reported)
+                and not linux.headers_installed(self.paths, release)):
             findings[(11, "kernel_headers_missing")] = (
                 f"lib/modules/{release}/build does not resolve to the kernel's headers"
-                + (" (no BTF)" if not btf else " (connector older than 1.25 needs headers)")
-            )
+                + (" (no BTF)" if not btf else " (connector older than 1.25 needs headers)"
+                   if used.ebpf == "headers" else " (the connector reports fault 11)"))
         patterns = self.settings.supported_kernels
         any_feature = any(connector_files.feature_on(features, FAULTS_BY_ID[f].extra[
             "policy_feature"]) for f in (8, 9))
@@ -100,3 +113,18 @@ class KernelCollector(CauseCollector):
             findings[(16, "kernel_not_supported")] = (
                 f"kernel {release} matches none of --check.supported-kernels")
         return findings, evidence
+
+
+def machinery_families(used: machinery.Machinery) -> list:
+    by_subsystem = MACHINERY.family()
+    for subsystem in machinery.SUBSYSTEMS:
+        for name in machinery.MACHINERY:
+            by_subsystem.add_metric([subsystem, name],
+                                    1.0 if used.subsystem(subsystem) == name else 0.0)
+    ebpf = EBPF.family()
+    for mode in machinery.EBPF_MODES:
+        ebpf.add_metric([mode], 1.0 if used.ebpf == mode else 0.0)
+    generation = GENERATION.family()
+    for name in GENERATIONS:
+        generation.add_metric([name], 1.0 if used.generation == name else 0.0)
+    return [by_subsystem, ebpf, generation]

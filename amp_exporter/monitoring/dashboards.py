@@ -285,11 +285,14 @@ def host(config: Config = DEFAULT) -> dict:
                 "not_answering: the host is unprotected and no fault can be seen; "
                 "not_installed; unknown: amp-exporter may not run ampcli.",
                 options={**STAT, "textMode": "name", "colorMode": "none"}), 4, 4)
-    L.add(panel("stat", "Monitoring generation",
-                [target(f"cisco_amp_monitoring_generation{{{JI}}} == 1", "{{generation}}",
-                        instant=True)],
-                "How the connector watches this host: eBPF with BTF, eBPF built against "
-                "kernel headers, or kernel modules.",
+    L.add(panel("stat", "Monitoring",
+                [target(f"cisco_amp_monitoring_machinery{{{JI}}} == 1",
+                        "{{subsystem}}: {{machinery}}", instant=True),
+                 target(f"cisco_amp_monitoring_ebpf{{{JI}}} == 1", "eBPF: {{mode}}",
+                        instant=True, ref="B")],
+                "How the connector watches each subsystem (kernel modules or eBPF), and how "
+                "it builds its eBPF programs: core (BTF), headers, or none "
+                "(docs/monitoring-model.md).",
                 options={**STAT, "textMode": "name", "colorMode": "none"}), 4, 4)
     L.add(panel("table", "Connector",
                 [target(f"cisco_amp_connector_info{{{JI}}}", table=True)],
