@@ -11,8 +11,13 @@ and content.
     python examples/build_hosts.py DEST [NAME ...]   # build (default: all hosts)
     python examples/build_hosts.py --list            # name and description of each host
 
-Hosts are declared at the end of the file: one base per connector generation
-(eBPF CO-RE, eBPF with headers, kernel modules) and small overrides per fault host.
+Hosts are declared at the end of the file: one OsInfo per distribution release
+(os-release, init, paths, the kernel's usual modules), one base Host per way the
+connector monitors it (kernel modules for file and network activity before 4.15, eBPF
+CO-RE on BTF kernels with connector 1.25+, eBPF compiled against the kernel's headers,
+or modules and eBPF side by side on RHEL 7), and small overrides per fault host. The
+first block of hosts (healthy-*, fault-*, ...) is what the tests and golden files use;
+the hosts named `<distro><version>-<what>` cover each distribution family.
 The log wording and the messages of faults other than 18 are invented (the real texts
 are not public); the file formats of proc, sys and etc follow the Linux kernel and the
 distributions.
@@ -21,6 +26,7 @@ distributions.
 from __future__ import annotations
 
 import argparse
+import bz2
 import hashlib
 import os
 import shutil
@@ -84,7 +90,7 @@ def fault(fid: int, severity: str) -> Fault:
 
 @dataclass(frozen=True)
 class OsInfo:
-    family: str  # "rhel" or "debian"
+    family: str  # "rhel" (RHEL, CentOS, Oracle, Amazon) or "debian" (Debian, Ubuntu)
     os_release: str
     init_exe: str
     init_args: tuple[str, ...]
@@ -93,6 +99,7 @@ class OsInfo:
     modules: tuple[tuple[str, int, int, str], ...]  # name, size, refcount, deps
     init_bpf: int = 0  # cgroup_device programs held by systemd (cgroup v2 hosts)
     scan_uid: int = 985
+    user: str = "admin"  # the login user (uid 1000) of the distribution's cloud images
 
 
 # One log event: (seconds after boot, program, pid, level, message).
@@ -107,10 +114,14 @@ class Host:
     connector: Optional[str] = None  # full version, e.g. 1.26.0.1182; None: not installed
     btf: bool = False
     headers: str = "dangling"  # installed | dangling (build -> missing dir) | absent
+    old_kernel: Optional[str] = None  # an older kernel whose headers are still installed
     selinux: str = ""  # "" (none), "etc" (RHEL 7 store) or "var" (RHEL 8+ store)
+    selinux_mode: str = "enforcing"  # enforcing | permissive | disabled (no selinuxfs)
     bpf_module: str = "none"  # cisco-secure-bpf SELinux module: none | enabled | disabled
+    base_bpf_rule: bool = False  # the base policy module itself grants the connector's rule
     secure_boot: Optional[bool] = None  # None: BIOS boot, no sys/firmware/efi
-    kmods: tuple[str, ...] = ()  # connector kernel modules loaded
+    # Connector kernel modules loaded: redirfs, ampavflt, ampfsm (file), ampnetworkflow
+    kmods: tuple[str, ...] = ()
     progs: tuple[int, ...] = ()  # prog_type of each BPF program the daemon holds
     maps: tuple[tuple[int, int, int, int], ...] = ()  # map_type, key, value, max_entries
     scan_user: bool = True
@@ -133,7 +144,11 @@ class Host:
     orbital: str = "Disabled"
     behavioural: str = "Protect"
     policy: tuple[str, int] = ("Server Protect Policy for Linux", 4021)
+    file_monitoring: bool = True  # policy: "Monitor file copies and moves"
+    flow_correlation: bool = True  # policy: "Enable device flow correlation"
     log: tuple[Event, ...] = ()  # extra log lines
+    kernel_log: tuple[tuple[int, str], ...] = ()  # (seconds after boot, kernel message)
+    avc_denied: tuple[str, ...] = ()  # bpf permissions SELinux denied ampdaemon (audit.log)
     fault_time: int = 3000  # seconds after boot when the faults were raised
     daemon: bool = True  # False: installed, but ampdaemon is not running
     # How ampcli status behaves: "status" (answers), "no_daemon" (cannot connect: prints
@@ -267,11 +282,27 @@ DEBIAN_GROUPS = (
 )
 
 
+def login_user(lines: tuple[str, ...], user: str) -> list[str]:
+    """passwd or group lines with the login user "admin" renamed (ec2-user, opc, ubuntu)."""
+    out = []
+    for line in lines:
+        fields = line.split(":")
+        if fields[0] == "admin":
+            fields[0] = user
+        if len(fields) == 7 and fields[0] == user:  # passwd: gecos and home too
+            fields[4], fields[5] = fields[4].replace("admin", user), f"/home/{user}"
+        elif len(fields) == 4:  # group: its members
+            fields[3] = ",".join(user if m == "admin" else m for m in fields[3].split(",")
+                                 if m)
+        out.append(":".join(fields))
+    return out
+
+
 def etc_files(t: Tree, name: str, h: Host) -> None:
     deb = h.os.family == "debian"
     nologin = "/usr/sbin/nologin" if deb else "/sbin/nologin"
-    users = list(DEBIAN_USERS if deb else RHEL_USERS)
-    groups = list(DEBIAN_GROUPS if deb else RHEL_GROUPS)
+    users = login_user(DEBIAN_USERS if deb else RHEL_USERS, h.os.user)
+    groups = login_user(DEBIAN_GROUPS if deb else RHEL_GROUPS, h.os.user)
     if h.scan_user and h.connector:
         uid = h.os.scan_uid
         users.append(f"{SCAN_USER}:x:{uid}:{uid}::/{AMP}:{nologin}")
@@ -304,7 +335,7 @@ def etc_files(t: Tree, name: str, h: Host) -> None:
             "#     enforcing - SELinux security policy is enforced.\n"
             "#     permissive - SELinux prints warnings instead of enforcing.\n"
             "#     disabled - No SELinux policy is loaded.\n"
-            "SELINUX=enforcing\n"
+            f"SELINUX={h.selinux_mode}\n"
             "# SELINUXTYPE= can take one of these three values:\n"
             "#     targeted - Targeted processes are protected,\n"
             "#     minimum - Modification of targeted policy. "
@@ -315,18 +346,44 @@ def etc_files(t: Tree, name: str, h: Host) -> None:
         selinux_store(t, h)
 
 
+BPF_PERMS = "map_create map_read map_write prog_load prog_run"
+BPF_RULE_CIL = f"(allow unconfined_service_t self (bpf ({BPF_PERMS})))\n"
+# An excerpt of the targeted policy's base module as CIL. It declares the bpf class and
+# its permissions whatever it allows: only an allow rule grants them.
+BASE_CIL = (
+    "(handleunknown allow)\n"
+    "(mls true)\n"
+    "(policycap network_peer_controls)\n"
+    "(policycap open_perms)\n"
+    "(policycap extended_socket_class)\n"
+    "(policycap always_check_network)\n"
+    f"(class bpf ({BPF_PERMS}))\n"
+    "(type init_t)\n"
+    "(type unconfined_service_t)\n"
+    "(type unconfined_service_exec_t)\n"
+    "(roletype system_r unconfined_service_t)\n"
+    "(typeattributeset domain (init_t unconfined_service_t))\n"
+    "(allow unconfined_service_t unconfined_service_exec_t (file (ioctl read getattr lock "
+    "map execute open entrypoint)))\n"
+    "(allow init_t unconfined_service_t (process (transition)))\n"
+    "(typetransition init_t unconfined_service_exec_t process unconfined_service_t)\n"
+)
+
+
 def selinux_store(t: Tree, h: Host) -> None:
+    """libsemanage's module store: each module's `cil` and `hll` (the policy package it
+    was built from) bzip2-compressed, `lang_ext` naming the source language."""
     root = ("etc/selinux" if h.selinux == "etc" else "var/lib/selinux") + "/targeted/active"
     pp_magic = bytes.fromhex("8fff7cf9")  # policy package magic 0xf97cff8f, little-endian
-    mods = {"100/base": "(handleunknown allow)\n", "100/ssh": "(typeattribute ssh_t)\n",
+    base = BASE_CIL + (BPF_RULE_CIL if h.base_bpf_rule else "")
+    mods = {"100/base": base, "100/ssh": "(typeattribute ssh_t)\n",
             "100/unconfineduser": "(typeattribute unconfined_t)\n"}
     if h.bpf_module != "none":
-        mods["400/cisco-secure-bpf"] = (
-            "(allow unconfined_service_t self (bpf (map_create map_read map_write "
-            "prog_load prog_run)))\n")
+        mods["400/cisco-secure-bpf"] = BPF_RULE_CIL
     for mod, cil in mods.items():
-        t.file(f"{root}/modules/{mod}/cil", cil)
-        t.file(f"{root}/modules/{mod}/hll", pp_magic + hashlib.sha256(cil.encode()).digest())
+        hll = pp_magic + hashlib.sha256(cil.encode()).digest()
+        t.file(f"{root}/modules/{mod}/cil", bz2.compress(cil.encode(), 9))
+        t.file(f"{root}/modules/{mod}/hll", bz2.compress(hll, 9))
         t.file(f"{root}/modules/{mod}/lang_ext", "pp")
     t.dir(f"{root}/modules/disabled")
     if h.bpf_module == "disabled":
@@ -420,9 +477,9 @@ def connector_files(t: Tree, name: str, h: Host) -> None:
         f"<serial_number>{h.policy[1]}</serial_number><updated>1763900000000</updated>"
         "</policy></janus>\n"
         "      <agent>\n"
-        "        <driver><protmode><file>1</file><process>1</process><qaction>1</qaction>"
-        "<activeexec>0</activeexec></protmode></driver>\n"
-        "        <nfm><enable>1</enable></nfm>\n"
+        f"        <driver><protmode><file>{int(h.file_monitoring)}</file><process>1</process>"
+        "<qaction>1</qaction><activeexec>0</activeexec></protmode></driver>\n"
+        f"        <nfm><enable>{int(h.flow_correlation)}</enable></nfm>\n"
         "        <apde><enable>1</enable><mode>1</mode></apde>\n"
         "        <scansettings><clamav><enable>1</enable></clamav></scansettings>\n"
         "      </agent>\n"
@@ -441,6 +498,27 @@ def connector_files(t: Tree, name: str, h: Host) -> None:
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+def version(text: str) -> tuple[int, ...]:
+    """(4, 15) of "4.15.0-213-generic", (1, 25, 1, 1043) of "1.25.1.1043"."""
+    return tuple(int(x) for x in text.split("-")[0].split(".") if x.isdigit())
+
+
+def modules_era(h: Host) -> bool:
+    """The kernel still has jprobes (before 4.15): the connector's modules can load."""
+    return version(h.kernel)[:2] < (4, 15)
+
+
+def uses_ebpf(h: Host) -> bool:
+    """The connector runs or tries eBPF: a 4.15+ kernel, programs held, fault 11 or 19."""
+    return (not modules_era(h) or bool(h.progs)
+            or any(f.id in (11, 19) for f in h.faults))
+
+
+def core(h: Host) -> bool:
+    """eBPF CO-RE: a BTF kernel and connector 1.25+; otherwise eBPF needs the headers."""
+    return h.btf and h.connector is not None and version(h.connector) >= (1, 25)
+
+
 def base_log(h: Host) -> list[Event]:
     d, s = PID_DAEMON, 1302  # the scan service's first pid; restarts are in h.log
     ev: list[Event] = [
@@ -448,11 +526,16 @@ def base_log(h: Host) -> list[Event]:
         (18, "ampdaemon", d, "Info", f"Running kernel {h.kernel}"),
         (19, "ampdaemon", d, "Info", f'Loaded policy "{h.policy[0]}" (serial {h.policy[1]})'),
     ]
-    if h.btf:
-        ev.append((19, "ampdaemon", d, "Info", "Kernel BTF found, using eBPF CO-RE programs"))
-    elif h.kernel.startswith("3."):
+    if modules_era(h) and uses_ebpf(h):  # RHEL 7: modules and eBPF side by side
+        features = [f for f, on in (("file", h.file_monitoring), ("network",
+                                    h.flow_correlation)) if on]
+        ev.append((19, "ampdaemon", d, "Info", f"Using kernel modules for {' and '.join(features)}"
+                   " monitoring, eBPF for process monitoring"))
+    elif modules_era(h):
         ev.append((19, "ampdaemon", d, "Info", "Using kernel modules for monitoring"))
-    else:
+    if core(h):
+        ev.append((19, "ampdaemon", d, "Info", "Kernel BTF found, using eBPF CO-RE programs"))
+    elif uses_ebpf(h):
         ev.append((19, "ampdaemon", d, "Info",
                    f"No kernel BTF; building eBPF programs with /lib/modules/{h.kernel}/build"))
     if h.progs:
@@ -484,14 +567,28 @@ def base_log(h: Host) -> list[Event]:
 
 def log_files(t: Tree, name: str, h: Host) -> None:
     out: dict[str, list[str]] = {"ampdaemon": [], "ampscansvc": []}
-    boot = datetime.fromtimestamp(BTIME, timezone.utc)
     for sec, prog, pid, level, msg in sorted(base_log(h), key=lambda e: e[0]):
-        ts = boot + timedelta(seconds=sec)
-        stamp = f"{MONTHS[ts.month - 1]} {ts.day:2d} {ts:%H:%M:%S}"
-        out[prog].append(f"{stamp} {name} {prog}[{pid}]: {level}: {msg}")
+        out[prog].append(f"{syslog_stamp(sec)} {name} {prog}[{pid}]: {level}: {msg}")
     for prog, lines in out.items():
         t.file(f"var/log/cisco/{prog}.log", "\n".join(lines) + "\n")
     t.dir("var/log/cisco")
+    if h.kernel_log:  # rsyslog's kernel lines: /var/log/messages, kern.log on Debian
+        log = "kern.log" if h.os.family == "debian" else "messages"
+        t.file(f"var/log/{log}", "".join(
+            f"{syslog_stamp(sec)} {name} kernel: {msg}\n" for sec, msg in h.kernel_log))
+    if h.avc_denied:  # auditd's record of each denial, as ausearch -m avc shows it
+        ctx = "system_u:system_r:unconfined_service_t:s0"
+        permissive = "" if h.selinux == "etc" else " permissive=0"  # RHEL 7 omits it
+        t.file("var/log/audit/audit.log", "".join(
+            f"type=AVC msg=audit({BTIME + h.fault_time - 1}.{412 + i:03d}:{2210 + i}): avc:  "
+            f"denied  {{ {perm} }} for  pid={PID_DAEMON} comm=\"ampdaemon\" scontext={ctx} "
+            f"tcontext={ctx} tclass=bpf{permissive}\n" for i, perm in enumerate(h.avc_denied)),
+            0o600)
+
+
+def syslog_stamp(sec: int) -> str:
+    ts = datetime.fromtimestamp(BTIME, timezone.utc) + timedelta(seconds=sec)
+    return f"{MONTHS[ts.month - 1]} {ts.day:2d} {ts:%H:%M:%S}"
 
 
 # --------------------------------------------------------------------------- proc
@@ -657,6 +754,37 @@ def tcp_line(i: int, local: str, remote: str, state: int, uid: int, inode: int,
     return line if v6 else line.ljust(149)  # tcp4 rows are padded to 149 characters
 
 
+AMP_MODULES = ("ampnetworkflow", "ampfsm", "ampavflt", "redirfs")
+UNKNOWN_KMODS = "Host.kmods names a module the builder does not know"
+
+
+def modules_text(h: Host) -> str:
+    """proc/modules: the connector's modules (out of tree, unsigned: tainted OE) above the
+    distribution's, newest first as the kernel lists them."""
+    assert set(h.kmods) <= set(AMP_MODULES), UNKNOWN_KMODS
+    assert not h.kmods or modules_era(h), "the modules need jprobes: kernels before 4.15"
+    mods = list(h.os.modules)
+    if "ampavflt" in h.kmods:
+        mods.insert(0, ("ampavflt", 36864, 0, "-"))
+    if "ampfsm" in h.kmods:
+        mods.insert(0, ("ampfsm", 61440, 2, "-"))
+    if "redirfs" in h.kmods:
+        users = "ampavflt," if "ampavflt" in h.kmods else "-"
+        mods.insert(0, ("redirfs", 63616, int("ampavflt" in h.kmods), users))
+    if "ampnetworkflow" in h.kmods:
+        mods.insert(0, ("ampnetworkflow", 45412, 1, "-"))
+    paged = version(h.kernel)[0] >= 4  # 4.x kernels report page-rounded module sizes
+    addr = 0xFFFFFFFFC0A1B000
+    lines = []
+    for name, size, refs, deps in mods:
+        if paged:
+            size = (size + 0xFFF) // 0x1000 * 0x1000
+        taint = " (OE)" if name in AMP_MODULES else ""
+        lines.append(f"{name} {size} {refs} {deps} Live 0x{addr:016x}{taint}")
+        addr -= (size + 0xFFF) // 0x1000 * 0x1000 + 0x2000
+    return "\n".join(lines) + "\n"
+
+
 def proc_files(t: Tree, h: Host) -> None:
     t.file("proc/sys/kernel/osrelease", h.kernel + "\n")
     t.file("proc/version", f"Linux version {h.kernel} (mockbuild@example) #1 SMP\n")
@@ -702,21 +830,7 @@ def proc_files(t: Tree, h: Host) -> None:
     t.file("proc/meminfo", "".join(
         f"{k + ':':<16}{0:8d}\n" if v is None else f"{k + ':':<16}{v:8d} kB\n"
         for k, v in rows_kb))
-    mods = list(h.os.modules)
-    if "ampavflt" in h.kmods:
-        mods.insert(0, ("ampavflt", 36864, 0, "-"))
-    if "ampfsm" in h.kmods:
-        mods.insert(0, ("ampfsm", 61440, 2, "-"))
-    if "redirfs" in h.kmods:
-        users = "ampavflt," if "ampavflt" in h.kmods else "-"
-        mods.insert(0, ("redirfs", 63616, int("ampavflt" in h.kmods), users))
-    addr = 0xFFFFFFFFC0A1B000
-    lines = []
-    for name, size, refs, deps in mods:
-        taint = " (OE)" if name in ("ampavflt", "ampfsm", "redirfs") else ""
-        lines.append(f"{name} {size} {refs} {deps} Live 0x{addr:016x}{taint}")
-        addr -= (size + 0xFFF) // 0x1000 * 0x1000 + 0x2000
-    t.file("proc/modules", "\n".join(lines) + "\n")
+    t.file("proc/modules", modules_text(h))
     ip, v6_any = hex4(LOCAL_IP), "0" * 32
     tcp = ["  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt"
            "   uid  timeout inode".ljust(149),
@@ -752,16 +866,22 @@ def sys_and_lib(t: Tree, h: Host) -> None:
     if h.secure_boot is not None:
         t.file(f"sys/firmware/efi/efivars/SecureBoot-{EFI_GUID}",
                bytes([6, 0, 0, 0, int(h.secure_boot)]))
-    if h.selinux:
-        t.file("sys/fs/selinux/enforce", "1")
-    t.file(f"lib/modules/{h.kernel}/modules.dep", "")
-    if h.headers == "absent":
+    if h.selinux and h.selinux_mode != "disabled":
+        t.file("sys/fs/selinux/enforce", "1" if h.selinux_mode == "enforcing" else "0")
+    kernel_tree(t, h, h.kernel, h.headers)
+    if h.old_kernel:  # the kernel before an update, its headers still installed
+        kernel_tree(t, h, h.old_kernel, "installed")
+
+
+def kernel_tree(t: Tree, h: Host, release: str, headers: str) -> None:
+    t.file(f"lib/modules/{release}/modules.dep", "")
+    if headers == "absent":
         return
     deb = h.os.family == "debian"
-    src = f"usr/src/linux-headers-{h.kernel}" if deb else f"usr/src/kernels/{h.kernel}"
-    t.link(f"lib/modules/{h.kernel}/build", f"/{src}")
-    if h.headers == "installed":
-        t.file(f"{src}/Makefile", makefile(h.kernel))
+    src = f"usr/src/linux-headers-{release}" if deb else f"usr/src/kernels/{release}"
+    t.link(f"lib/modules/{release}/build", f"/{src}")
+    if headers == "installed":
+        t.file(f"{src}/Makefile", makefile(release))
 
 
 def render(name: str, h: Host) -> Tree:
@@ -800,6 +920,96 @@ DEBIAN_MODULES = (
     ("crc16", 16384, 1, "ext4,"), ("mbcache", 16384, 1, "ext4,"),
     ("jbd2", 122880, 1, "ext4,"), ("virtio_blk", 20480, 2, "-"),
 )
+RHEL7_MODULES = (  # a VMware guest
+    ("vmw_vsock_vmci_transport", 30577, 1, "-"),
+    ("vsock", 36526, 2, "vmw_vsock_vmci_transport,"), ("vmw_balloon", 18094, 0, "-"),
+    ("vmw_vmci", 67168, 1, "vmw_vsock_vmci_transport,"), ("iptable_filter", 12810, 1, "-"),
+    ("ip_tables", 27126, 1, "iptable_filter,"), ("sunrpc", 366617, 1, "-"),
+    ("xfs", 997727, 2, "-"), ("libcrc32c", 12644, 1, "xfs,"), ("sd_mod", 46281, 3, "-"),
+    ("crc_t10dif", 12912, 1, "sd_mod,"), ("vmxnet3", 58059, 0, "-"),
+    ("vmw_pvscsi", 23113, 2, "-"), ("ata_piix", 35052, 0, "-"), ("libata", 243133, 1, "ata_piix,"),
+)
+UEK5_MODULES = (  # an Oracle Cloud (KVM) guest, boot volume over iSCSI
+    ("iscsi_tcp", 20480, 4, "-"), ("libiscsi_tcp", 24576, 1, "iscsi_tcp,"),
+    ("libiscsi", 61440, 2, "iscsi_tcp,libiscsi_tcp,"),
+    ("scsi_transport_iscsi", 110592, 3, "iscsi_tcp,libiscsi,"),
+    ("iptable_filter", 16384, 1, "-"), ("ip_tables", 28672, 1, "iptable_filter,"),
+    ("sunrpc", 364544, 1, "-"), ("virtio_net", 53248, 0, "-"), ("xfs", 1212416, 2, "-"),
+    ("libcrc32c", 16384, 1, "xfs,"), ("virtio_scsi", 20480, 2, "-"),
+    ("virtio_pci", 24576, 0, "-"),
+)
+UEK6_MODULES = (
+    ("iscsi_tcp", 20480, 4, "-"), ("libiscsi_tcp", 28672, 1, "iscsi_tcp,"),
+    ("libiscsi", 61440, 2, "iscsi_tcp,libiscsi_tcp,"),
+    ("scsi_transport_iscsi", 114688, 3, "iscsi_tcp,libiscsi,"),
+    ("iptable_filter", 16384, 1, "-"), ("bpfilter", 32768, 0, "-"),
+    ("ip_tables", 32768, 1, "iptable_filter,"), ("sunrpc", 413696, 1, "-"),
+    ("virtio_net", 57344, 0, "-"), ("net_failover", 20480, 1, "virtio_net,"),
+    ("failover", 16384, 1, "net_failover,"), ("xfs", 1323008, 2, "-"),
+    ("libcrc32c", 16384, 1, "xfs,"), ("virtio_scsi", 20480, 2, "-"),
+)
+UEK7_MODULES = (
+    ("nft_fib_inet", 16384, 1, "-"), ("nft_fib_ipv4", 16384, 1, "nft_fib_inet,"),
+    ("nft_reject_inet", 16384, 6, "-"), ("nft_ct", 24576, 16, "-"),
+    ("nft_chain_nat", 16384, 3, "-"), ("nf_nat", 53248, 1, "nft_chain_nat,"),
+    ("nf_conntrack", 176128, 2, "nft_ct,nf_nat,"),
+    ("nf_tables", 290816, 232, "nft_fib_inet,nft_fib_ipv4,nft_reject_inet,nft_ct,nft_chain_nat,"),
+    ("nfnetlink", 20480, 3, "nf_tables,"), ("iscsi_tcp", 24576, 4, "-"),
+    ("libiscsi_tcp", 32768, 1, "iscsi_tcp,"), ("sunrpc", 720896, 1, "-"),
+    ("virtio_net", 61440, 0, "-"), ("xfs", 1835008, 2, "-"),
+    ("libcrc32c", 16384, 3, "nf_nat,nf_conntrack,xfs,"), ("virtio_scsi", 24576, 2, "-"),
+)
+AMZN2_MODULES = (  # an EC2 Nitro instance: ENA network, NVMe disks
+    ("sunrpc", 360448, 1, "-"), ("crc32_pclmul", 16384, 0, "-"),
+    ("ghash_clmulni_intel", 16384, 0, "-"), ("aesni_intel", 188416, 0, "-"),
+    ("crypto_simd", 16384, 1, "aesni_intel,"),
+    ("cryptd", 28672, 2, "ghash_clmulni_intel,crypto_simd,"),
+    ("glue_helper", 16384, 1, "aesni_intel,"), ("ena", 94208, 0, "-"),
+    ("button", 16384, 0, "-"), ("ip_tables", 28672, 0, "-"),
+    ("x_tables", 45056, 1, "ip_tables,"), ("xfs", 1224704, 1, "-"),
+    ("libcrc32c", 16384, 1, "xfs,"), ("nvme", 32768, 2, "-"), ("nvme_core", 81920, 3, "nvme,"),
+)
+AMZN2_510_MODULES = (
+    ("sunrpc", 569344, 1, "-"), ("crc32_pclmul", 16384, 0, "-"),
+    ("ghash_clmulni_intel", 16384, 0, "-"), ("aesni_intel", 380928, 0, "-"),
+    ("crypto_simd", 16384, 1, "aesni_intel,"),
+    ("cryptd", 24576, 2, "ghash_clmulni_intel,crypto_simd,"), ("ena", 143360, 0, "-"),
+    ("button", 20480, 0, "-"), ("xfs", 1560576, 1, "-"), ("libcrc32c", 16384, 1, "xfs,"),
+    ("nvme", 49152, 2, "-"), ("nvme_core", 131072, 3, "nvme,"),
+)
+AMZN2023_MODULES = (
+    ("sunrpc", 696320, 1, "-"), ("nls_ascii", 16384, 1, "-"), ("nls_cp437", 20480, 1, "-"),
+    ("vfat", 24576, 1, "-"), ("fat", 86016, 1, "vfat,"), ("ena", 151552, 0, "-"),
+    ("ghash_clmulni_intel", 16384, 0, "-"), ("button", 24576, 0, "-"),
+    ("xfs", 2215936, 1, "-"), ("libcrc32c", 16384, 1, "xfs,"), ("nvme", 53248, 2, "-"),
+    ("nvme_core", 180224, 3, "nvme,"), ("dm_mod", 188416, 0, "-"),
+)
+UBUNTU1804_MODULES = (
+    ("nls_iso8859_1", 16384, 1, "-"), ("isofs", 40960, 0, "-"), ("ppdev", 20480, 0, "-"),
+    ("parport_pc", 36864, 0, "-"), ("parport", 49152, 2, "ppdev,parport_pc,"),
+    ("ip_tables", 28672, 0, "-"), ("x_tables", 40960, 1, "ip_tables,"),
+    ("autofs4", 40960, 2, "-"), ("btrfs", 1138688, 0, "-"),
+    ("zstd_compress", 163840, 1, "btrfs,"), ("raid6_pq", 114688, 1, "btrfs,"),
+    ("virtio_net", 45056, 0, "-"), ("psmouse", 147456, 0, "-"), ("virtio_blk", 20480, 2, "-"),
+)
+UBUNTU2204_MODULES = (
+    ("tls", 106496, 0, "-"), ("nls_iso8859_1", 16384, 1, "-"), ("binfmt_misc", 24576, 1, "-"),
+    ("input_leds", 16384, 0, "-"), ("serio_raw", 20480, 0, "-"),
+    ("sch_fq_codel", 20480, 2, "-"), ("msr", 16384, 0, "-"), ("efi_pstore", 16384, 0, "-"),
+    ("ip_tables", 32768, 0, "-"), ("x_tables", 53248, 1, "ip_tables,"),
+    ("autofs4", 49152, 2, "-"), ("crct10dif_pclmul", 16384, 1, "-"),
+    ("virtio_net", 61440, 0, "-"), ("net_failover", 20480, 1, "virtio_net,"),
+    ("failover", 16384, 1, "net_failover,"), ("virtio_blk", 20480, 2, "-"),
+)
+DEBIAN12_MODULES = (
+    ("nft_chain_nat", 16384, 1, "-"), ("nf_nat", 57344, 1, "nft_chain_nat,"),
+    ("nf_conntrack", 188416, 1, "nf_nat,"), ("nf_defrag_ipv6", 24576, 1, "nf_conntrack,"),
+    ("nf_defrag_ipv4", 16384, 1, "nf_conntrack,"), ("nf_tables", 307200, 3, "nft_chain_nat,"),
+    ("nfnetlink", 20480, 1, "nf_tables,"), ("virtio_net", 65536, 0, "-"),
+    ("net_failover", 24576, 1, "virtio_net,"), ("failover", 16384, 1, "net_failover,"),
+    ("ext4", 1048576, 1, "-"), ("crc16", 16384, 1, "ext4,"), ("mbcache", 16384, 1, "ext4,"),
+    ("jbd2", 184320, 1, "ext4,"), ("virtio_blk", 24576, 2, "-"),
+)
 
 
 def rhel(name: str, version: str, codename: str, major: str) -> str:
@@ -835,12 +1045,95 @@ DEBIAN10 = OsInfo(
     'BUG_REPORT_URL="https://bugs.debian.org/"\n',
     "/lib/systemd/systemd", ("/sbin/init",), ("/usr/sbin/sshd", "-D"), "/bin/bash",
     DEBIAN_MODULES, scan_uid=999)
+RHEL7 = replace(CENTOS7, modules=RHEL7_MODULES, os_release=(
+    'NAME="Red Hat Enterprise Linux Server"\nVERSION="7.9 (Maipo)"\nID="rhel"\n'
+    'ID_LIKE="fedora"\nVARIANT="Server"\nVARIANT_ID="server"\nVERSION_ID="7.9"\n'
+    'PRETTY_NAME="Red Hat Enterprise Linux Server 7.9 (Maipo)"\nANSI_COLOR="0;31"\n'
+    'CPE_NAME="cpe:/o:redhat:enterprise_linux:7.9:GA:server"\n'
+    'HOME_URL="https://www.redhat.com/"\nBUG_REPORT_URL="https://bugzilla.redhat.com/"\n\n'
+    'REDHAT_BUGZILLA_PRODUCT="Red Hat Enterprise Linux 7"\n'
+    'REDHAT_BUGZILLA_PRODUCT_VERSION=7.9\n'
+    'REDHAT_SUPPORT_PRODUCT="Red Hat Enterprise Linux"\n'
+    'REDHAT_SUPPORT_PRODUCT_VERSION="7.9"\n'))
 
-CORE_PROGS = (2, 2, 2, 2, 2, 2, 3, 3)  # kprobes + the two tc classifiers (sched_cls)
+
+def oracle(release: str, bugs: str) -> str:
+    major, minor = release.split(".")
+    platform = f'PLATFORM_ID="platform:el{major}"\n' if int(major) >= 8 else ""
+    return (f'NAME="Oracle Linux Server"\nVERSION="{release}"\nID="ol"\nID_LIKE="fedora"\n'
+            f'VARIANT="Server"\nVARIANT_ID="server"\nVERSION_ID="{release}"\n{platform}'
+            f'PRETTY_NAME="Oracle Linux Server {release}"\nANSI_COLOR="0;31"\n'
+            f'CPE_NAME="cpe:/o:oracle:linux:{major}:{minor}:server"\n'
+            f'HOME_URL="https://linux.oracle.com/"\nBUG_REPORT_URL="{bugs}"\n\n'
+            f'ORACLE_BUGZILLA_PRODUCT="Oracle Linux {major}"\n'
+            f"ORACLE_BUGZILLA_PRODUCT_VERSION={release}\n"
+            'ORACLE_SUPPORT_PRODUCT="Oracle Linux"\n'
+            f"ORACLE_SUPPORT_PRODUCT_VERSION={release}\n")
+
+
+OL7_UEK5 = replace(CENTOS7, os_release=oracle("7.9", "https://bugzilla.oracle.com/"),
+                   modules=UEK5_MODULES, user="opc")
+OL7_UEK6 = replace(OL7_UEK5, modules=UEK6_MODULES)
+OL8_UEK7 = replace(RHEL8, os_release=oracle("8.9", "https://github.com/oracle/oracle-linux"),
+                   modules=UEK7_MODULES, user="opc")
+AMZN2 = OsInfo(
+    "rhel",
+    'NAME="Amazon Linux"\nVERSION="2"\nID="amzn"\nID_LIKE="centos rhel fedora"\n'
+    'VERSION_ID="2"\nPRETTY_NAME="Amazon Linux 2"\nANSI_COLOR="0;33"\n'
+    'CPE_NAME="cpe:2.3:o:amazon:amazon_linux:2"\nHOME_URL="https://amazonlinux.com/"\n'
+    'SUPPORT_END="2026-06-30"\n',
+    SYSTEMD, (SYSTEMD, "--switched-root", "--system", "--deserialize", "21"),
+    ("/usr/sbin/sshd", "-D"), "/usr/bin/bash", AMZN2_MODULES, scan_uid=994, user="ec2-user")
+AMZN2_510 = replace(AMZN2, modules=AMZN2_510_MODULES)
+AMZN2023 = replace(RHEL9, modules=AMZN2023_MODULES, scan_uid=992, user="ec2-user", os_release=(
+    'NAME="Amazon Linux"\nVERSION="2023"\nID="amzn"\nID_LIKE="fedora"\nVERSION_ID="2023"\n'
+    'PLATFORM_ID="platform:al2023"\nPRETTY_NAME="Amazon Linux 2023.3.20240108"\n'
+    'ANSI_COLOR="0;33"\nCPE_NAME="cpe:2.3:o:amazon:amazon_linux:2023"\n'
+    'HOME_URL="https://aws.amazon.com/linux/amazon-linux-2023/"\n'
+    'DOCUMENTATION_URL="https://docs.aws.amazon.com/linux/"\n'
+    'SUPPORT_URL="https://aws.amazon.com/premiumsupport/"\n'
+    'BUG_REPORT_URL="https://github.com/amazonlinux/amazon-linux-2023"\n'
+    'VENDOR_NAME="AWS"\nVENDOR_URL="https://aws.amazon.com/"\nSUPPORT_END="2028-03-15"\n'))
+UBUNTU_URLS = (
+    'HOME_URL="https://www.ubuntu.com/"\nSUPPORT_URL="https://help.ubuntu.com/"\n'
+    'BUG_REPORT_URL="https://bugs.launchpad.net/ubuntu/"\n'
+    'PRIVACY_POLICY_URL="https://www.ubuntu.com/legal/terms-and-policies/privacy-policy"\n')
+UBUNTU1804 = OsInfo(
+    "debian",
+    'NAME="Ubuntu"\nVERSION="18.04.6 LTS (Bionic Beaver)"\nID=ubuntu\nID_LIKE=debian\n'
+    'PRETTY_NAME="Ubuntu 18.04.6 LTS"\nVERSION_ID="18.04"\n' + UBUNTU_URLS
+    + "VERSION_CODENAME=bionic\nUBUNTU_CODENAME=bionic\n",
+    "/lib/systemd/systemd", ("/sbin/init",), ("/usr/sbin/sshd", "-D"), "/bin/bash",
+    UBUNTU1804_MODULES, scan_uid=998, user="ubuntu")
+MERGED_USR_SYSTEMD = "/usr/lib/systemd/systemd"  # /lib is a link to usr/lib
+UBUNTU2204 = OsInfo(
+    "debian",
+    'PRETTY_NAME="Ubuntu 22.04.3 LTS"\nNAME="Ubuntu"\nVERSION_ID="22.04"\n'
+    'VERSION="22.04.3 LTS (Jammy Jellyfish)"\nVERSION_CODENAME=jammy\nID=ubuntu\n'
+    "ID_LIKE=debian\n" + UBUNTU_URLS + "UBUNTU_CODENAME=jammy\n",
+    MERGED_USR_SYSTEMD, ("/sbin/init",), SSHD9, "/usr/bin/bash", UBUNTU2204_MODULES,
+    init_bpf=2, scan_uid=998, user="ubuntu")
+DEBIAN12 = OsInfo(
+    "debian",
+    'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\n'
+    'VERSION_ID="12"\nVERSION="12 (bookworm)"\nVERSION_CODENAME=bookworm\nID=debian\n'
+    'HOME_URL="https://www.debian.org/"\nSUPPORT_URL="https://www.debian.org/support"\n'
+    'BUG_REPORT_URL="https://bugs.debian.org/"\n',
+    MERGED_USR_SYSTEMD, ("/sbin/init",), SSHD9, "/usr/bin/bash", DEBIAN12_MODULES,
+    init_bpf=2, scan_uid=999)
+
+# The connector's kprobes. Its eBPF code also has TC classifiers (sched_cls, type 3) that
+# drop every packet: they serve network isolation, so a host that is not isolated has none.
+CORE_PROGS = (2, 2, 2, 2, 2, 2)
 CORE_MAPS = ((27, 0, 0, 4194304), (1, 4, 64, 10240), (9, 8, 32, 65536), (2, 4, 264, 1),
              (6, 4, 4096, 1), (1, 16, 8, 8192))
 BCC_PROGS = (2,) * 9
 BCC_MAPS = ((4, 4, 4, 2), (3, 4, 4, 4), (1, 8, 256, 10240), (6, 4, 4096, 1))
+# RHEL 7: process exec, fork and exit kprobes beside the modules; events through a perf
+# event array (3.10 has no ring buffer)
+PROCESS_PROGS = (2, 2, 2)
+PROCESS_MAPS = ((4, 4, 4, 2), (1, 4, 64, 10240), (6, 4, 4096, 1))
+ALL_KMODS = ("redirfs", "ampavflt", "ampfsm", "ampnetworkflow")  # file and network
 
 EBPF_BTF = Host(
     "", RHEL9, "5.14.0-362.8.1.el9_3.x86_64", "1.26.0.1182", btf=True, selinux="var",
@@ -850,7 +1143,7 @@ EBPF_HEADERS = Host(
     progs=BCC_PROGS, maps=BCC_MAPS, noise=True, aligned=True, orbital="Enabled")
 KMOD = Host(
     "", CENTOS7, "3.10.0-1160.105.1.el7.x86_64", "1.22.0.844", selinux="etc",
-    secure_boot=False, kmods=("redirfs", "ampavflt", "ampfsm"), updater=True,
+    secure_boot=False, kmods=ALL_KMODS, updater=True,
     fault_ids_line=False, behavioural="Audit", mem=(3880412, 1920112, 2998140))
 DEGRADED = {"mode": "Degraded"}
 D, S = PID_DAEMON, "ampscansvc"
@@ -860,6 +1153,51 @@ SCAN_FAILED: tuple[Event, ...] = (
     (21, "ampdaemon", D, "Error", "Scan service failed to start (exit status 2)"),
 )
 
+# Bases of the hosts named <distro><version>-<what>. Kernels before 4.15 run the modules;
+# 4.15+ only eBPF: CO-RE where BTF and connector 1.25+, else built with the headers.
+RHEL7_KERNEL = "3.10.0-1160.105.1.el7.x86_64"
+UEK5_KERNEL = "4.14.35-2047.530.3.el7uek.x86_64"
+UEK6_KERNEL = "5.4.17-2136.326.6.el7uek.x86_64"
+UEK7_KERNEL = "5.15.0-200.131.27.el8uek.x86_64"
+AMZN2_KERNEL = "4.14.336-257.562.amzn2.x86_64"
+AMZN2_510_KERNEL = "5.10.205-195.807.amzn2.x86_64"
+AMZN2023_KERNEL = "6.1.66-91.160.amzn2023.x86_64"
+UBUNTU1804_KERNEL, UBUNTU1804_OLD = "4.15.0-213-generic", "4.15.0-212-generic"
+RHEL7_KMOD = Host(
+    "", RHEL7, RHEL7_KERNEL, "1.23.0.915", selinux="etc", secure_boot=False, kmods=ALL_KMODS,
+    updater=True, mem=(3880412, 1920112, 2998140))
+RHEL7_MIXED = replace(  # the installer added cisco-secure-bpf: RHEL 7's policy lacks the rule
+    RHEL7_KMOD, connector="1.25.1.1043", headers="installed", bpf_module="enabled",
+    progs=PROCESS_PROGS, maps=PROCESS_MAPS)
+OL7_UEK5_KMOD = Host(
+    "", OL7_UEK5, UEK5_KERNEL, "1.23.0.915", selinux="etc", kmods=ALL_KMODS, updater=True)
+OL7_UEK6_HEADERS = Host(
+    "", OL7_UEK6, UEK6_KERNEL, "1.24.2.985", headers="installed", selinux="etc",
+    bpf_module="enabled", progs=BCC_PROGS, maps=BCC_MAPS, updater=True)
+OL8_UEK7_CORE = Host(
+    "", OL8_UEK7, UEK7_KERNEL, "1.25.1.1043", btf=True, selinux="var", bpf_module="enabled",
+    secure_boot=False, progs=CORE_PROGS, maps=CORE_MAPS, updater=True)
+AMZN2_KMOD = Host(  # Amazon Linux 2 ships SELinux disabled
+    "", AMZN2, AMZN2_KERNEL, "1.24.2.985", selinux="etc", selinux_mode="disabled",
+    kmods=ALL_KMODS, updater=True, mem=(3964808, 2104332, 3101228))
+AMZN2023_CORE = Host(  # Amazon Linux 2023 ships SELinux permissive
+    "", AMZN2023, AMZN2023_KERNEL, "1.26.0.1182", btf=True, selinux="var",
+    selinux_mode="permissive", progs=CORE_PROGS, maps=CORE_MAPS, updater=True)
+UBUNTU1804_HEADERS = Host(
+    "", UBUNTU1804, UBUNTU1804_KERNEL, "1.24.2.985", headers="installed", progs=BCC_PROGS,
+    maps=BCC_MAPS, noise=True, updater=True)
+UBUNTU2204_CORE = Host(  # CO-RE needs no headers: none installed
+    "", UBUNTU2204, "5.15.0-91-generic", "1.25.1.1043", btf=True, headers="absent",
+    secure_boot=False, progs=CORE_PROGS, maps=CORE_MAPS, noise=True, updater=True)
+DEBIAN12_CORE = Host(
+    "", DEBIAN12, "6.1.0-17-amd64", "1.26.0.1182", btf=True, headers="absent",
+    secure_boot=True, progs=CORE_PROGS, maps=CORE_MAPS, aligned=True, updater=True)
+AT_START = {"fault_time": 21, **DEGRADED}  # raised while the connector started
+BPF_DENIED: tuple[Event, ...] = (
+    (20, "ampdaemon", D, "Error", "bpf(BPF_MAP_CREATE) denied: Permission denied"),)
+MODULE_KEY = ("Request for unknown module key 'Cisco Systems, Inc.: Secure Endpoint kernel "
+              "module signing key: 5e2b8a0c41d97f3e6a1c0b9d8e7f6a5b4c3d2e1f' err -11")
+
 HOSTS: dict[str, Host] = {
     "healthy-ebpf-btf": replace(
         EBPF_BTF, description="RHEL 9.3, connector 1.26 on eBPF CO-RE (BTF), SELinux "
@@ -868,8 +1206,9 @@ HOSTS: dict[str, Host] = {
         EBPF_HEADERS, description="Debian 10, kernel 4.19 without BTF, connector 1.24 eBPF "
         "built against installed headers, BIOS boot, noisy aligned ampcli, no faults"),
     "healthy-kmod": replace(
-        KMOD, description="CentOS 7.9, connector 1.22 with redirfs/ampavflt/ampfsm kernel "
-        "modules, SELinux enforcing, no faults (no Fault IDs line)"),
+        KMOD, description="CentOS 7.9, connector 1.22 with redirfs/ampavflt/ampfsm (file) "
+        "and ampnetworkflow (network) kernel modules, SELinux enforcing, no faults (no Fault "
+        "IDs line)"),
     "no-connector": replace(
         EBPF_BTF, description="RHEL 9.3 without the connector (no /opt/cisco, no processes)",
         connector=None, progs=(), maps=(), bpf_module="none", scan_pid=None, updater=False),
@@ -902,15 +1241,17 @@ HOSTS: dict[str, Host] = {
         last_scan="2025-11-24 03:40:02 AM", faults=(fault(7, "Critical"),), fault_time=22,
         log=(*SCAN_FAILED, (22, "ampdaemon", D, "Warning", "Low memory: 180 MB available"))),
     "fault-8-file-monitoring": replace(
-        KMOD, description="fault 8: CentOS 7 with Secure Boot on; ampavflt and ampfsm not "
-        "loaded (redirfs is)", secure_boot=True, kmods=("redirfs",), **DEGRADED,
+        KMOD, description="fault 8: CentOS 7 with Secure Boot on: no connector module "
+        "loads (ampavflt, ampfsm, redirfs); device flow correlation is off in its policy",
+        secure_boot=True, kmods=(), flow_correlation=False, **DEGRADED,
         faults=(fault(8, "Critical"),), log=(
             (20, "ampdaemon", D, "Error", "Failed to load kernel module ampfsm: "
              "Required key not available"),)),
     "fault-9-network-monitoring": replace(
-        KMOD, description="fault 9: CentOS 7, ampfsm loaded but ampavflt not, Secure Boot "
-        "off", kmods=("redirfs", "ampfsm"), **DEGRADED, faults=(fault(9, "Critical"),),
-        log=((20, "ampdaemon", D, "Error", "Failed to load kernel module ampavflt: "
+        KMOD, description="fault 9: CentOS 7, the file modules loaded but ampnetworkflow "
+        "not (it disagrees with the kernel), Secure Boot off",
+        kmods=("redirfs", "ampavflt", "ampfsm"), **DEGRADED, faults=(fault(9, "Critical"),),
+        log=((20, "ampdaemon", D, "Error", "Failed to load kernel module ampnetworkflow: "
               "Invalid module format"),)),
     "fault-11-kernel-headers": replace(
         EBPF_HEADERS, description="fault 11: Debian 10 without BTF, lib/modules/R/build "
@@ -946,6 +1287,112 @@ HOSTS: dict[str, Host] = {
         EBPF_HEADERS, description="ampdaemon runs but ampcli status never answers (connects, "
         "then hangs: a stuck daemon); serve it with --ampcli.timeout 1 for quick scrapes",
         ampcli_answer="hang"),
+    # ---------------------------------------------------- each distribution family
+    "rhel7-kmod-healthy": replace(
+        RHEL7_KMOD, description="RHEL 7.9 (3.10), connector 1.23 on kernel modules only: "
+        "redirfs/ampavflt/ampfsm for files, ampnetworkflow for the network; SELinux "
+        "enforcing, Secure Boot off, no faults"),
+    "rhel7-kmod-ebpf-healthy": replace(
+        RHEL7_MIXED, description="RHEL 7.9, connector 1.25: kernel modules for file and "
+        "network monitoring plus 3 eBPF kprobes for processes (built with the installed "
+        "kernel-devel, cisco-secure-bpf module enabled), no faults"),
+    "rhel7-kmod-ebpf-fault-19-no-selinux-module": replace(
+        RHEL7_MIXED, description="fault 19 on RHEL 7.9: all four modules loaded, SELinux "
+        "enforcing, cisco-secure-bpf never installed (policycoreutils-python missing), "
+        "map_create denied in audit.log, no BPF programs held", bpf_module="none",
+        progs=(), maps=(), **AT_START, faults=(fault(19, "Critical"),),
+        avc_denied=("map_create",), log=(
+            (19, "ampdaemon", D, "Error", "Cannot install SELinux policy module "
+             "cisco-secure-bpf: policycoreutils-python is not installed"), *BPF_DENIED)),
+    "rhel7-ebpf-fault-8-secure-boot": replace(
+        RHEL7_MIXED, description="fault 8 on RHEL 7.9 while the connector holds its 3 eBPF "
+        "process kprobes: Secure Boot on, so no connector module loads (ampfsm, ampavflt, "
+        "redirfs missing: 'Required key not available'); device flow correlation off in "
+        "the policy, so no fault 9", secure_boot=True, kmods=(), flow_correlation=False,
+        **AT_START, faults=(fault(8, "Critical"),),
+        kernel_log=((20, MODULE_KEY), (20, MODULE_KEY)), log=(
+            (19, "ampdaemon", D, "Warning", "UEFI Secure Boot is enabled"),
+            (20, "ampdaemon", D, "Error", "Failed to load kernel module ampavflt: "
+             "Required key not available"),
+            (20, "ampdaemon", D, "Error", "Failed to load kernel module ampfsm: "
+             "Required key not available"))),
+    "rhel7-kmod-fault-9-ampnetworkflow": replace(
+        RHEL7_KMOD, description="fault 9 on RHEL 7.9: file modules loaded, ampnetworkflow "
+        "rejected by the kernel (built for another kernel: 'disagrees about version of "
+        "symbol module_layout' in /var/log/messages), Secure Boot off",
+        kmods=("redirfs", "ampavflt", "ampfsm"), **AT_START, faults=(fault(9, "Critical"),),
+        kernel_log=((20, "ampnetworkflow: disagrees about version of symbol module_layout"),),
+        log=((20, "ampdaemon", D, "Error", "Failed to load kernel module ampnetworkflow: "
+              "Invalid module format"),)),
+    "ol7-uek5-kmod-healthy": replace(
+        OL7_UEK5_KMOD, description="Oracle Linux 7.9 on UEK5 (4.14, still has jprobes), "
+        "connector 1.23 on all four kernel modules, SELinux enforcing, no faults"),
+    "ol7-uek6-ebpf-headers-healthy": replace(
+        OL7_UEK6_HEADERS, description="Oracle Linux 7.9 on UEK6 (5.4, no BTF), connector "
+        "1.24 eBPF built with kernel-uek-devel, cisco-secure-bpf enabled, no faults"),
+    "ol7-uek6-fault-11-kernel-headers": replace(
+        OL7_UEK6_HEADERS, description="fault 11 on Oracle Linux 7.9 UEK6: kernel-uek-devel "
+        "removed, lib/modules/R/build dangling, no BPF programs held", headers="dangling",
+        progs=(), maps=(), **AT_START, faults=(fault(11, "Critical"),), log=(
+            (20, "ampdaemon", D, "Error", f"Kernel headers not found for {UEK6_KERNEL}"),)),
+    "ol8-uek7-ebpf-core-healthy": replace(
+        OL8_UEK7_CORE, description="Oracle Linux 8.9 on UEK7 (5.15, BTF), connector 1.25 "
+        "on eBPF CO-RE, SELinux enforcing with cisco-secure-bpf, no faults"),
+    "amzn2-kmod-healthy": replace(
+        AMZN2_KMOD, description="Amazon Linux 2 on 4.14, connector 1.24 on all four kernel "
+        "modules, SELinux disabled, BIOS boot, no faults"),
+    "amzn2-kmod-fault-8-ampfsm": replace(
+        AMZN2_KMOD, description="fault 8 on Amazon Linux 2 (4.14): ampfsm not loaded, no "
+        "build of it for this kernel (build one from cisco/ampfsm); redirfs, ampavflt and "
+        "ampnetworkflow loaded", kmods=("redirfs", "ampavflt", "ampnetworkflow"),
+        **AT_START, faults=(fault(8, "Critical"),), log=(
+            (20, "ampdaemon", D, "Error", f"No ampfsm kernel module for {AMZN2_KERNEL}: "
+             "kernel not supported; build ampfsm for it (connector 1.16+)"),)),
+    "amzn2-kernel510-ebpf-core-healthy": replace(
+        AMZN2_KMOD, description="Amazon Linux 2 on its 5.10 kernel (BTF): no jprobes, so "
+        "connector 1.26 runs eBPF CO-RE only, no modules, no faults", os=AMZN2_510,
+        kernel=AMZN2_510_KERNEL, connector="1.26.0.1182", btf=True, kmods=(),
+        progs=CORE_PROGS, maps=CORE_MAPS),
+    "amzn2023-ebpf-core-healthy": replace(
+        AMZN2023_CORE, description="Amazon Linux 2023 (6.1, BTF), connector 1.26 on eBPF "
+        "CO-RE, SELinux permissive without cisco-secure-bpf, no faults"),
+    "amzn2023-fault-18-overloaded-major": replace(
+        AMZN2023_CORE, description="fault 18 (Major) on Amazon Linux 2023: event monitoring "
+        "overloaded, the connector watches a smaller set of critical events, daemon busy",
+        daemon_cpu=(241880, 88410), **DEGRADED, faults=(fault(18, "Major"),),
+        fault_time=4210, log=((4209, "ampdaemon", D, "Warning", "Event queue full; "
+                               "monitoring a reduced set of critical events"),)),
+    "ubuntu1804-ebpf-headers-healthy": replace(
+        UBUNTU1804_HEADERS, description="Ubuntu 18.04 (4.15: no jprobes, no BTF), "
+        "connector 1.24 eBPF built with linux-headers-4.15.0-213-generic, no faults"),
+    "ubuntu1804-fault-11-kernel-headers": replace(
+        UBUNTU1804_HEADERS, description="fault 11 on Ubuntu 18.04: booted 4.15.0-213 after "
+        "an update, headers installed only for 4.15.0-212 (no build link for the running "
+        "kernel), no BPF programs held", headers="absent", old_kernel=UBUNTU1804_OLD,
+        progs=(), maps=(), **AT_START, faults=(fault(11, "Critical"),), log=(
+            (20, "ampdaemon", D, "Error",
+             f"Kernel headers not found for {UBUNTU1804_KERNEL}"),)),
+    "ubuntu2204-ebpf-core-healthy": replace(
+        UBUNTU2204_CORE, description="Ubuntu 22.04 (5.15, BTF), connector 1.25 on eBPF "
+        "CO-RE without kernel headers, no faults"),
+    "debian12-ebpf-core-healthy": replace(
+        DEBIAN12_CORE, description="Debian 12 (6.1, BTF), connector 1.26 on eBPF CO-RE "
+        "without kernel headers, Secure Boot on, aligned ampcli, no faults"),
+    "rhel9-ebpf-core-no-selinux-module-healthy": replace(
+        EBPF_BTF, description="RHEL 9.3, connector 1.26 holds its eBPF programs under "
+        "enforcing SELinux without the cisco-secure-bpf module (the loaded policy allows "
+        "them), no faults", bpf_module="none"),
+    "rhel9-ebpf-core-base-policy-rule-healthy": replace(
+        EBPF_BTF, description="RHEL 9.3, the base policy module grants unconfined_service_t "
+        "self:bpf (no cisco-secure-bpf module), connector 1.26 on eBPF CO-RE, no faults",
+        bpf_module="none", base_bpf_rule=True),
+    "rhel9-fault-19-selinux-module-missing": replace(
+        EBPF_BTF, description="fault 19 on RHEL 9.3: SELinux enforcing, cisco-secure-bpf "
+        "missing and the base policy without the rule, map_create denied in audit.log, no "
+        "BPF programs held", bpf_module="none", progs=(), maps=(), **AT_START,
+        faults=(fault(19, "Critical"),), avc_denied=("map_create",), log=(
+            (19, "ampdaemon", D, "Error", "Cannot install SELinux policy module "
+             "cisco-secure-bpf: semodule exited with status 1"), *BPF_DENIED)),
 }
 
 
@@ -973,8 +1420,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the hosts and exit")
     args = parser.parse_args(argv)
     if args.list:
+        width = max(map(len, HOSTS)) + 1
         for name, host in HOSTS.items():
-            print(f"{name:30} {host.description}")
+            print(f"{name:{width}} {host.description}")
         return 0
     if args.dest is None:
         parser.error("DEST is required")
