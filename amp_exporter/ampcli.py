@@ -4,6 +4,10 @@
 so it runs with a deadline, a cap on its output, in its own process group (so
 children it leaves behind are killed too), and never more than one at a time:
 concurrent scrapes share one run and its cached result.
+
+Its exit codes are not public. A run that exits non-zero but printed a status (known
+status keys) is used, with its exit code kept and a warning logged when the code
+changes; one that printed no status is a failure, as a run that exits 0 and prints none.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class AmpcliResult:
     error: Optional[str]  # one of registry.ERROR_REASONS, None on success
     message: str
     duration_seconds: float
-    exit_code: Optional[int]
+    exit_code: Optional[int]  # None: never started, or killed (by us or a signal)
     finished_at: float
 
     @property
@@ -51,6 +55,10 @@ class AmpcliRunner:
         self._lock = threading.Lock()
         self._last: Optional[AmpcliResult] = None
         self.runs = 0  # how many times ampcli was started (tests and benchmarks read it)
+        # Under _lock: the non-zero exit code of the last run that exited, when its status
+        # was used (None after any other run that exited). A status printed with a non-zero
+        # code is warned about when this changes, not on every scrape.
+        self._warned_code: Optional[int] = None
 
     def status(self) -> AmpcliResult:
         """The latest result, running ampcli only when the cached one is too old.
@@ -107,15 +115,35 @@ class AmpcliRunner:
             return result(None, "timeout", f"ampcli did not finish within {self.timeout:g}s")
         if truncated:
             return result(None, "parse", f"ampcli printed more than {OUTPUT_LIMIT} bytes")
-        if code != 0:
+        if code is None or code < 0:
+            name = _signal_name(-code) if code is not None else "a signal"
             said = last_line(output)
-            return result(None, "exit_status", f"ampcli exited with status {code}"
-                          + (f" after printing {said!r}" if said else ""), code)
+            return result(None, "exit_status", f"ampcli was killed by {name}"
+                          + (f" after printing {said!r}" if said else ""))
+        warned, self._warned_code = self._warned_code, None
         try:
             status = parse_status(output.decode("utf-8", errors="replace"))
         except StatusParseError as exc:
+            if code != 0:
+                said = last_line(output)
+                return result(None, "exit_status", f"ampcli exited with status {code}"
+                              + (f" after printing {said!r}" if said else ""), code)
             return result(None, "parse", str(exc), code)
-        return result(status, None, "ok", code)
+        if code == 0:
+            return result(status, None, "ok", code)
+        self._warned_code = code
+        if code != warned:
+            log.warning("ampcli exited non-zero but printed a status; using it",
+                        extra={"path": self.path, "exit_code": code})
+        return result(status, None, f"ampcli exited with status {code} after printing a "
+                      "status; the status was used", code)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def last_line(output: bytes, limit: int = 120) -> str:

@@ -372,7 +372,8 @@ CAUSE_READS = {
     "sys/kernel/btf/vmlinux, or a connector before 1.25 per opt/cisco/amp/etc/global.xml), "
     "or fault 11 is raised.",
     "kernel_not_supported": "proc/sys/kernel/osrelease against --check.supported-kernels globs; "
-    "no cause when none are given, or when the policy turns both features off.",
+    "no cause when none are given, nor unless fault 16 is raised or a policy that was read "
+    "turns file copy monitoring or device flow correlation on.",
     "selinux_module_missing": "sys/fs/selinux/enforce (else etc/selinux/config), then the module "
     "store var/lib/selinux/TYPE/active/modules/*/cisco-secure-bpf (RHEL 8+) or "
     "etc/selinux/TYPE/... (RHEL 7); where eBPF is used or tried. Not while fault 19 is clear "

@@ -68,6 +68,9 @@ def run(exporter: Exporter, out: TextIO) -> int:
             problems.append("the connector is disconnected from the Cisco cloud")
         if state in ("not_answering", "unknown") and last is not None and not last.ok:
             body.append(f"ampcli: {last.message}\n")
+        elif last is not None and last.ok and last.exit_code:
+            body.append(f"ampcli: exited with status {last.exit_code} but printed a status; "
+                        "it is used\n")
         if "cisco_amp_monitoring_machinery" in values:  # the kernel collector ran
             used = exporter.shared.machinery()  # this scrape's, already decided
             body.append(f"Monitoring: files by {used.file} ({used.why['file']}); network "

@@ -30,7 +30,8 @@ POLICY_FEATURES = {
     "device_flow_correlation": ("agent", "nfm", "enable"),
     "behavioral_protection": ("agent", "apde", "enable"),
 }
-_VERSION = re.compile(r"\b(\d+\.\d+\.\d+(?:\.\d+)?)\b")
+# A connector version: 1.26.0.1182; bounded, so that int() of each part is cheap.
+_VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9}){2,7}")
 CVD_HEADER_SIZE = 512
 
 
@@ -62,24 +63,25 @@ def _find(root: ET.Element, names: tuple[str, ...]) -> Optional[str]:
 
 
 def parse_version(xml_text: str) -> Optional[str]:
-    """The connector version from global.xml: an element named *version, else the first
-    dotted version anywhere in the file."""
+    """The connector version from global.xml: the text of the first element named exactly
+    `version` directly under an `agent` element (namespaces ignored), as the example hosts
+    write `<config><agent><version>1.26.0.1182</version></agent></config>`. The file's
+    format is not public, so anything else is unknown (None), never a guess: a dotted
+    number elsewhere may be an engine's or a schema's, and a version taken below 1.25 would
+    have a BTF host need kernel headers. Accepted only when it looks like a connector
+    version (three to eight dot-separated integers). A loop over the tree, no recursion."""
     try:
         root = ET.fromstring(xml_text)
-        for elem in root.iter():
-            if _local(elem.tag).lower().endswith("version") and elem.text:
-                match = _VERSION.search(elem.text)
-                if match:
-                    return match.group(1)
-            for key, value in elem.attrib.items():
-                if key.lower().endswith("version"):
-                    match = _VERSION.search(value)
-                    if match:
-                        return match.group(1)
     except ET.ParseError:
-        pass
-    match = _VERSION.search(xml_text)
-    return match.group(1) if match else None
+        return None
+    for elem in root.iter():
+        if _local(elem.tag) != "agent":
+            continue
+        for child in elem:
+            if _local(child.tag) == "version":
+                text = (child.text or "").strip()
+                return text if _VERSION.fullmatch(text) else None
+    return None
 
 
 def connector_version(paths: HostPaths) -> Optional[str]:
@@ -119,11 +121,6 @@ def policy_features(paths: HostPaths) -> dict[str, Optional[bool]]:
         return parse_cached(paths.root(POLICY_XML), parse_policy, 8 << 20)
     except (FileNotFoundError, ValueError):
         return dict.fromkeys(POLICY_FEATURES)
-
-
-def feature_on(features: dict[str, Optional[bool]], feature: str) -> bool:
-    """Unknown counts as on: a fault the connector raises is its word that it is on."""
-    return features.get(feature) is not False
 
 
 def check_cvd_header(header: bytes, size: int) -> Optional[str]:

@@ -78,8 +78,9 @@ def faults_md() -> str:
     out = [HEADER, "# Faults and their causes\n\n",
            "The connector raises these faults (`cisco_amp_fault_active{fault_id}`); the exporter "
            "checks the root causes below on its own (`cisco_amp_fault_cause{fault_id,cause}`). "
-           "A cause that belongs to another monitoring generation than the host's "
-           "(`cisco_amp_monitoring_generation`) is never reported. Any fault ID the connector "
+           "A cause is reported only where the machinery of the fault's subsystem makes it "
+           "possible and the evidence supports it (docs/monitoring-model.md): none on a "
+           "healthy host. Any fault ID the connector "
            "reports that is not listed here is exported too.\n"]
     for f in FAULTS:
         out.append(f"\n## Fault {f.id}: {f.title}\n\n{f.meaning} {f.impact}\n\n")
@@ -96,6 +97,77 @@ def faults_md() -> str:
                            f"{_cell(c.remedy)} |\n")
         else:
             out.append("\nNo cause check yet: the connector's own report is the signal.\n")
+    out.append(_assumed_md())
+    return "".join(out)
+
+
+def _assumed_md() -> str:
+    """faults.md's "What is assumed": what the exporter relies on that no public source
+    confirms, and what it does about each. Paths and names come from the code."""
+    from amp_exporter import connector_files as files
+    from amp_exporter.catalog import FAULTS_BY_ID
+    from amp_exporter.collectors.logs import LOG_FILES
+
+    def code(items) -> str:
+        return ", ".join(f"`{item}`" for item in items)
+
+    scan_cause = next(c for c in FAULTS_BY_ID[7].causes if c.name == "scan_service_not_running")
+    scan_when = ("only while the connector reports fault 7" if getattr(
+        scan_cause, "momentary", False) else "whenever `ampdaemon` runs without it")
+    features = "; ".join(f"`{'/'.join(path)}` ({name})"
+                         for name, path in files.POLICY_FEATURES.items())
+    items = [
+        ("`ampcli status` with no faults",
+         "no `ID n -` line and no ID in `Fault IDs` (`Faults: None`, `Faults: 0` or no "
+         "`Faults` line) means no fault: every catalog fault is exported 0. Output without any "
+         "of `Status`, `Mode`, `Scan`, `Last Scan`, `Policy`, `Faults`, `Fault IDs` is not a "
+         "status: the connector is `not_answering`."),
+        ("Fault severities",
+         "`Minor` is expected beside the `Major` and `Critical` seen (severity 1); an unknown "
+         "word leaves `cisco_amp_fault_severity` out for that fault."),
+        ("`ampcli status` while the daemon is down",
+         "not relied on: when ampcli gives no status, the process table decides (no "
+         "`ampdaemon` process: `daemon_not_running`, faults left out, not 0). The example "
+         "host `daemon-dead` prints `Trying to connect...` and exits 1."),
+        ("ampcli's exit codes",
+         "0 is taken as success. A non-zero exit after a status (as above) is used: its "
+         "faults are exported, the code too (`amp_exporter_ampcli_exit_code`) and a warning "
+         "is logged when the code changes. A non-zero exit without a status is a failure "
+         "(`exit_status`, its last printed line in the message); killed, no exit code."),
+        ("`Mode` values other than `Degraded`",
+         "only `Degraded` (any case) sets `cisco_amp_connector_degraded` 1; any other value "
+         "is 0 and is shown as the `mode` label of `cisco_amp_connector_info`."),
+        ("Whether `ampscansvc` runs all the time",
+         "assumed to run whenever `ampdaemon` does (its process name is assumed too): its "
+         f"absence is the fault 7 cause `scan_service_not_running` {scan_when}."),
+        ("The local policy file",
+         f"read from `{files.POLICY_XML}` as XML, elements by their last path components in "
+         f"any namespace: {features}; `0` or `false` is off, other text on. A missing or "
+         "unreadable file leaves `cisco_amp_policy_feature_enabled` out and each feature "
+         "unknown: a missing kernel module, or `kernel_not_supported`, is then a cause only "
+         "while the connector reports its fault (a missing file is no cause)."),
+        ("Where definitions (.cvd) live",
+         f"{code(files.DEFAULT_DEFINITIONS_GLOBS)} unless `--check.definitions-glob` is "
+         "given; no file found is no cause (`definitions_invalid` 0)."),
+        ("The connector version in global.xml",
+         f"only the element `version` directly under `agent` in `{files.GLOBAL_XML}` "
+         "(namespaces ignored), and only three to eight dot-separated integers: anything "
+         "else is unknown, never a guess. Unknown: the `version` label of "
+         "`cisco_amp_connector_info` is empty and a BTF host is taken to run a connector "
+         "1.25+ (CO-RE, no kernel headers needed)."),
+        ("The connector's log lines",
+         f"{code(LOG_FILES.values())} are assumed syslog-like (`... PROGRAM[PID]: Level: "
+         "message`); a line whose level cannot be read counts as `other`. Size and last "
+         "write do not depend on the format."),
+        ("The upstart job on RHEL/CentOS 6",
+         "named `cisco-amp` (Cisco's Linux primer shows `init: cisco-amp pre-start` in an "
+         "installer log); only named in the next steps that `check`, the alerts and the "
+         "runbooks give (`initctl start cisco-amp`). Nothing the exporter reads depends on "
+         "it."),
+    ]
+    out = ["\n## What is assumed\n\n",
+           "No public source confirms these; the exporter relies on them as follows.\n\n"]
+    out += [f"- {what}: {does}\n" for what, does in items]
     return "".join(out)
 
 

@@ -1,16 +1,36 @@
-"""Running a real (stand-in) ampcli process: timeouts, garbage, floods, strays, caching."""
+"""Running a real (stand-in) ampcli process: timeouts, garbage, floods, strays, caching,
+and exit codes (not public: a status printed with a non-zero code is used, and said so)."""
 
+import logging
 import os
 import subprocess
 import time
 
 import pytest
 from conftest import concurrently
+from test_http import Server
 from test_restarts import exporter_for, scrape
 
 from amp_exporter.ampcli import OUTPUT_LIMIT, AmpcliRunner
 
 STATUS = "Status: Connected\\nMode: Normal\\nFaults: None\\n"
+# ampcli's real format (Cisco's documentation), after the noise lines it may print first.
+REAL_STATUS = """\
+[logger] Set minimum reported log level to notice
+Trying to connect...
+Connected.
+Status:          Connected
+Mode:            Degraded
+Scan:            Ready for scan
+Last Scan:       2023-06-19 02:02:03 PM
+Policy:          Audit Policy for FireAMP Linux (#1)
+Command-line:    Enabled
+Orbital:         Disabled
+Behavioural Protection: Protect
+Faults:          1 Major
+Fault IDs:       18
+ID 18 - Major: Connector event monitoring is overloaded. Investigate the most active processes.
+"""
 
 
 def script(tmp_path, body, name="ampcli"):
@@ -58,6 +78,98 @@ def test_nonzero_exit(tmp_path):
     result = AmpcliRunner(script(tmp_path, 'echo "Error: daemon not running"; exit 3'), 5,
                           0).status()
     assert result.error == "exit_status" and result.exit_code == 3
+    assert result.message == ("ampcli exited with status 3 after printing "
+                              "'Error: daemon not running'")
+
+
+def status_then_exit(tmp_path, code_file):
+    """A stand-in ampcli that prints the real status format, then exits with the code held
+    in CODE_FILE (so a test can change it between runs)."""
+    return script(tmp_path, f"cat <<'EOF'\n{REAL_STATUS}EOF\nexit $(cat {code_file})")
+
+
+@pytest.mark.parametrize("code", [1, 3])
+def test_nonzero_exit_after_a_status_uses_it_and_says_so(tmp_path, caplog, code):
+    code_file = tmp_path / "code"
+    code_file.write_text(str(code))
+    r = AmpcliRunner(status_then_exit(tmp_path, code_file), 5, 0)
+    with caplog.at_level(logging.WARNING, logger="amp_exporter.ampcli"):
+        result = r.status()
+        assert result.ok and result.error is None and result.exit_code == code
+        assert list(result.status.faults) == [18] and result.status.degraded
+        assert f"status {code}" in result.message and "used" in result.message
+        for _ in range(3):
+            assert r.status().exit_code == code  # the same code again: no new warning
+        warnings = [rec for rec in caplog.records if rec.name == "amp_exporter.ampcli"]
+        assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+        assert warnings[0].exit_code == code and "status" in warnings[0].getMessage()
+        # Once per change of exit code: another code warns again, 0 then the code again too.
+        code_file.write_text("2")
+        assert r.status().exit_code == 2
+        code_file.write_text("0")
+        result = r.status()
+        assert result.ok and result.exit_code == 0 and result.message == "ok"
+        code_file.write_text(str(code))
+        assert r.status().ok
+        assert r.status().ok
+    codes = [rec.exit_code for rec in caplog.records if rec.name == "amp_exporter.ampcli"]
+    assert codes == [code, 2, code] and r.runs == 8
+
+
+def test_nonzero_exit_after_only_noise_is_still_a_failure(tmp_path, caplog):
+    # What a host whose daemon died shows: no status, so no answer, whatever the code.
+    path = script(tmp_path, "echo '[logger] Set minimum reported log level to notice'\n"
+                  "echo 'Trying to connect...'\nexit 1")
+    with caplog.at_level(logging.WARNING, logger="amp_exporter.ampcli"):
+        result = AmpcliRunner(path, 5, 0).status()
+    assert not result.ok and result.error == "exit_status" and result.exit_code == 1
+    assert result.message == "ampcli exited with status 1 after printing 'Trying to connect...'"
+    assert not [rec for rec in caplog.records if rec.name == "amp_exporter.ampcli"]
+
+
+def test_killed_by_a_signal_has_no_exit_code(tmp_path):
+    result = AmpcliRunner(script(tmp_path, f"cat <<'EOF'\n{REAL_STATUS}EOF\nkill -9 $$"), 5,
+                          0).status()
+    assert not result.ok and result.error == "exit_status" and result.exit_code is None
+    assert result.message.startswith("ampcli was killed by SIGKILL after printing 'ID 18 - ")
+
+
+def test_served_status_with_a_nonzero_exit(host_copy):
+    """Through `serve`: the faults of a status printed with exit 1 are exported, the exit
+    code with them, and the log says so once, not on every scrape."""
+    root = host_copy("healthy-ebpf-btf")
+    code_file = root / "ampcli-exit-code"
+    code_file.write_text("1")
+    ampcli = root / "opt/cisco/amp/bin/ampcli"
+    ampcli.write_text(f"#!/bin/sh\ncat <<'EOF'\n{REAL_STATUS}EOF\nexit $(cat {code_file})\n")
+    server = Server(root, "--ampcli.cache", "0")
+    try:
+        for _ in range(3):
+            s = server.scrape()
+            assert s.success()["connector"] == 1 and not s.errors()
+            assert s.value("cisco_amp_connector_state", state="answering") == 1
+            assert s.value("cisco_amp_fault_active", fault_id="18") == 1
+            assert s.value("cisco_amp_fault_severity", fault_id="18") == 2
+            assert s.value("cisco_amp_connector_degraded") == 1
+            assert s.value("amp_exporter_ampcli_success") == 1
+            assert s.value("amp_exporter_ampcli_exit_code") == 1
+        code_file.write_text("0")
+        s = server.scrape()
+        assert s.value("amp_exporter_ampcli_exit_code") == 0
+        assert s.value("cisco_amp_fault_active", fault_id="18") == 1
+        ampcli.write_text("#!/bin/sh\necho 'Trying to connect...'\nexit 1\n")
+        s = server.scrape()
+        assert s.value("amp_exporter_ampcli_success") == 0
+        assert s.value("amp_exporter_ampcli_exit_code") == 1
+        assert s.value("cisco_amp_connector_state", state="not_answering") == 1
+        assert s.errors() == {("connector", "exit_status")}
+    finally:
+        assert server.stop() == 0
+    log = "".join(server.lines)
+    said = [line for line in log.splitlines() if "printed a status" in line]
+    assert len(said) == 1, log
+    assert "level=warn" in said[0] and "exit_code=1" in said[0]
+    assert "after printing 'Trying to connect...'" in log and "Traceback" not in log
 
 
 def test_binary_garbage_is_a_parse_error(tmp_path):
@@ -109,5 +221,18 @@ def test_one_scrape_asks_ampcli_once(hosts):
         assert exporter.shared.ampcli.runs == 1
         scrape(exporter)
         assert exporter.shared.ampcli.runs == 2
+    finally:
+        exporter.close()
+
+
+@pytest.mark.parametrize("name,code", [("healthy-ebpf-btf", 0), ("daemon-dead", 1),
+                                       ("ampcli-silent", None)])
+def test_exit_code_of_the_example_hosts(hosts, name, code):
+    # daemon-dead: 'Trying to connect...' and exit 1; ampcli-silent: killed at the deadline.
+    exporter = exporter_for(hosts[name], "--ampcli.timeout", "0.5")
+    try:
+        s = scrape(exporter)
+        assert s.value("amp_exporter_ampcli_exit_code") == code
+        assert s.value("amp_exporter_ampcli_success") == (code == 0)
     finally:
         exporter.close()

@@ -295,7 +295,7 @@ def test_fault_specific_facts(hosts: dict[str, Path]) -> None:
     assert "MemAvailable:     184320 kB" in meminfo
     modules = (hosts["fault-9-network-monitoring"] / "proc/modules").read_text()
     loaded = {line.split()[0] for line in modules.splitlines()}
-    assert "ampfsm" in loaded and "ampavflt" not in loaded
+    assert {"ampfsm", "ampavflt", "redirfs"} <= loaded and "ampnetworkflow" not in loaded
     store = hosts["fault-19-selinux"] / "var/lib/selinux/targeted/active/modules"
     assert (store / "disabled/cisco-secure-bpf").is_file()
     assert (store / "400/cisco-secure-bpf/cil").is_file()

@@ -21,7 +21,8 @@ AMPCLI_FAULTS = {
     "binary garbage": ("head -c 65536 /dev/urandom\n", 0o755, "parse"),
     "10 MB of output": ("yes 'no status here' | head -c 10000000\n", 0o755, "parse"),
     "killed by a signal": ("kill -9 $$\n", 0o755, "exit_status"),
-    "exit status 3": ("echo 'Status: Connected'; exit 3\n", 0o755, "exit_status"),
+    # (an ampcli that exits non-zero after printing a status is read: ampcli.py)
+    "exit status 3": ("echo 'Trying to connect...'; exit 3\n", 0o755, "exit_status"),
     "missing": (None, 0, "missing"),
     "not executable": ("echo 'Status: Connected'\n", 0o644, "permission"),
     "hangs": ("exec sleep 600\n", 0o755, "timeout"),

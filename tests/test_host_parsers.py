@@ -143,13 +143,60 @@ def test_selinux_state_and_stores(tmp_path):
 
 # -- connector files -----------------------------------------------------------------------
 
-def test_version_from_global_xml_in_any_shape():
-    assert connector_files.parse_version(
-        "<config><agent><version>1.26.0.1234</version></agent></config>") == "1.26.0.1234"
-    assert connector_files.parse_version('<c product_version="1.24.2"/>') == "1.24.2"
-    assert connector_files.parse_version("not xml but 1.22.0 inside") == "1.22.0"
-    assert connector_files.parse_version("<c/>") is None
+GLOBAL_XML = ('<?xml version="1.0" encoding="UTF-8"?>\n<config>\n  <agent>\n'
+              "    <version>{}</version>\n  </agent>\n</config>\n")  # as the example hosts
+
+
+def test_version_from_global_xml_agent_version():
+    assert connector_files.parse_version(GLOBAL_XML.format("1.26.0.1182")) == "1.26.0.1182"
+    assert connector_files.parse_version(GLOBAL_XML.format(" 1.24.2 ")) == "1.24.2"
+    assert connector_files.parse_version(  # namespaces ignored
+        "<a:config xmlns:a='urn:x'><a:agent><a:version>1.25.0</a:version></a:agent>"
+        "</a:config>") == "1.25.0"
+    assert connector_files.parse_version(  # agent/version, after other elements
+        "<config><clamav><engine_version>0.103.8</engine_version></clamav>"
+        "<agent><uuid>u</uuid><version>1.26.0.1182</version></agent></config>") == "1.26.0.1182"
     assert connector_files.version_tuple("1.25.0.1") == (1, 25, 0)
+
+
+@pytest.mark.parametrize("text", [
+    # only an engine's or definitions' version
+    "<config><clamav><version>0.103.8</version></clamav></config>",
+    "<config><agent><engine_version>0.103.8</engine_version></agent></config>",
+    "<config><agent><clamav><version>0.103.8</version></clamav></agent></config>",
+    # a schema version
+    "<config><schema_version>1.0.2</schema_version><agent><uuid>u</uuid></agent></config>",
+    "<config><agent><schema_version>1.2.3</schema_version></agent></config>",
+    # a version attribute
+    '<config><agent version="1.26.0.1182"/></config>',
+    '<config><agent><version value="1.26.0.1182"/></agent></config>',
+    # a version element elsewhere
+    "<config><version>1.26.0.1182</version><agent/></config>",
+    "<config><updater><version>1.26.0.1182</version></updater></config>",
+    "<version>1.26.0.1182</version>",
+    # not a connector version (case matters: the element is `version`)
+    GLOBAL_XML.format("1.26"), GLOBAL_XML.format("1.26.x"), GLOBAL_XML.format("v1.26.0"),
+    GLOBAL_XML.format("1.26.0 build 12"), GLOBAL_XML.format(""), GLOBAL_XML.format("1." * 9 + "1"),
+    GLOBAL_XML.format("1" * 5000 + ".0.0"),
+    "<config><Agent><Version>1.26.0</Version></Agent></config>",
+    # a malformed file: no fallback scan of its text
+    "<config><agent><version>1.26.0.1182</version></agent>",
+    "not xml but 1.22.0 inside",
+    GLOBAL_XML.format("1.26.0.1182").replace("</config>", "</config><trailing/>"),
+    "", "<c/>",
+])
+def test_version_is_unknown_unless_agent_version_holds_one(text):
+    assert connector_files.parse_version(text) is None
+
+
+def test_connector_version_reads_global_xml(tmp_path):
+    paths = HostPaths(str(tmp_path))
+    assert connector_files.connector_version(paths) is None  # no file: unknown
+    write(tmp_path, connector_files.GLOBAL_XML,
+          "<config><clamav><version>0.103.8</version></clamav></config>")
+    assert connector_files.connector_version(paths) is None
+    write(tmp_path, connector_files.GLOBAL_XML, GLOBAL_XML.format("1.26.0.1182"))
+    assert connector_files.connector_version(paths) == "1.26.0.1182"
 
 
 POLICY = """<ns0:Signature xmlns:ns0="http://www.w3.org/2000/09/xmldsig#"><ns0:Object>
@@ -165,8 +212,6 @@ def test_policy_features_namespace_agnostic():
     assert features == {"file_copy_move_monitoring": False, "device_flow_correlation": True,
                         "behavioral_protection": None}
     assert connector_files.policy_name(POLICY) == ("Linux Protect", "42")
-    assert connector_files.feature_on(features, "behavioral_protection")  # unknown = on
-    assert not connector_files.feature_on(features, "file_copy_move_monitoring")
 
 
 def cvd_header(version="26300", sigs="2000000"):

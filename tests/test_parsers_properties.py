@@ -43,7 +43,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 import pytest
 import yaml
@@ -568,27 +568,71 @@ XML_FRAGMENTS = ["<", ">", "</", "/>", "<?xml version='1.0'?>", "<!DOCTYPE x>", 
                  "protmode", "file", "policy", "name", "serial_number", "1", "0", "false"]
 
 
+CONNECTOR_VERSION = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){2,7}")
+
+
 @given(st.one_of(ANY_TEXT, lines_of(XML_FRAGMENTS)))
+@example("<agent><version>1.2.3</version></agent>")
+@example("<agent><version>" + "1" * 5000 + ".0.0</version></agent>")  # int() would refuse it
 def test_version_is_a_version_or_none(text):
     version = connector_files.parse_version(text)
-    assert version is None or re.fullmatch(r"\d+\.\d+\.\d+(\.\d+)?", version)
+    assert version is None or CONNECTOR_VERSION.fullmatch(version)
+    if version is not None:
+        connector_files.version_tuple(version)
 
 
 VERSION = st.lists(st.integers(0, 10**4), min_size=3, max_size=4).map(
     lambda parts: ".".join(map(str, parts)))
+# Elements and attributes that hold a dotted version and are not the connector's.
+OTHER_VERSIONS = [
+    "<clamav><version>{v}</version></clamav>", "<engine_version>{v}</engine_version>",
+    "<schema_version>{v}</schema_version>", "<agent_version>{v}</agent_version>",
+    "<Version>{v}</Version>", "<x version='{v}'/>", "<defs><agent_version>{v}</agent_version>"
+    "</defs>", "<updater><version>{v}</version></updater>", "<!-- version {v} -->",
+]
 
 
-@given(VERSION, st.sampled_from(["element", "attribute", "text"]), XML_TEXT)
-def test_version_round_trips(version, where, noise):
-    noise = escape(noise.replace(".", ""))  # no stray dotted numbers before the version
-    if where == "element":
-        xml = f"<config><x>{noise}</x><agent><agent_version> {version}</agent_version></agent>" \
-              "</config>"
-    elif where == "attribute":
-        xml = f"<config><agent build={quoteattr(noise)} version='{version}'/></config>"
+@st.composite
+def global_xmls(draw):
+    """(global.xml text, the version parse_version must give or None): the connector's
+    version at config/agent/version (or nowhere), among other versions that are not it."""
+    ns = draw(st.sampled_from(["", "a:"]))
+    xmlns = " xmlns:a='urn:x'" if ns else ""
+
+    def others() -> str:
+        found = draw(st.lists(st.tuples(st.sampled_from(OTHER_VERSIONS), VERSION), max_size=3))
+        return "".join(t.format(v=v) for t, v in found)
+
+    noise = escape(draw(XML_TEXT))
+    where = draw(st.sampled_from(["agent", "agent", "none", "bad"]))
+    version = draw(VERSION)
+    if where == "agent":
+        inner = f"<{ns}version>{draw(st.sampled_from(['', ' ', chr(10)]))}{version}</{ns}version>"
+        expected = version
+    elif where == "bad":
+        text = draw(st.sampled_from(["v{v}", "{v} build 7", "{v}-1", "{v}.", "{v}.x", "x {v}",
+                                     "{v} {noise}x", "1.2", "", "1.2.3.4.5.6.7.8.9"]))
+        inner = (f"<{ns}version>{escape(text.format(v=version, noise=draw(XML_TEXT)))}"
+                 f"</{ns}version>")
+        expected = None  # not only a version: unknown, whatever it holds
     else:
-        xml = f"not xml {noise} {version} <"
-    assert connector_files.parse_version(xml) == version
+        inner, expected = "", None
+    agent = f"<{ns}agent>{others()}<{ns}uuid>{noise}</{ns}uuid>{inner}{others()}</{ns}agent>"
+    xml = f"<?xml version='1.0'?><{ns}config{xmlns}>{others()}{agent}{others()}</{ns}config>"
+    return xml, expected
+
+
+@given(global_xmls())
+def test_version_round_trips(case):
+    xml, expected = case
+    assert connector_files.parse_version(xml) == expected
+
+
+@given(global_xmls(), st.integers(1, 100))
+def test_malformed_global_xml_has_no_version(case, cut):
+    xml, _ = case
+    # Cut short: not XML, so no version, even when the version's text is still in it.
+    assert connector_files.parse_version(xml[:max(0, len(xml) - cut)]) is None
 
 
 @given(st.one_of(ANY_TEXT, lines_of(XML_FRAGMENTS)))
@@ -942,6 +986,13 @@ def test_deeply_nested_policy_is_read_without_recursion():
     xml = "<a>" * depth + policy + "</a>" * depth
     assert connector_files.policy_name(xml) == ("P", None)
     assert connector_files.parse_policy(xml)["device_flow_correlation"] is False
+
+
+def test_deeply_nested_global_xml_is_read_without_recursion():
+    depth = 50_000
+    xml = "<a>" * depth + "<agent><version>1.26.0.1182</version></agent>" + "</a>" * depth
+    assert connector_files.parse_version(xml) == "1.26.0.1182"
+    assert connector_files.parse_version("<agent>" * depth + "</agent>" * depth) is None
 
 
 @pytest.mark.parametrize("text", ["[" * 100_000, "{a: " * 50_000, "- " * 100_000])

@@ -51,6 +51,9 @@ AMPCLI_DURATION = gauge(NAME, "amp_exporter_ampcli_duration_seconds",
                         "How long the last ampcli status run took.")
 AMPCLI_SUCCESS = gauge(NAME, "amp_exporter_ampcli_success",
                        "1 when the last ampcli status run answered and parsed.")
+AMPCLI_EXIT_CODE = gauge(NAME, "amp_exporter_ampcli_exit_code",
+                         "Exit code of the last ampcli status run (absent when it was killed "
+                         "or never ran). A status printed with a non-zero code is still used.")
 
 
 @register
@@ -140,6 +143,8 @@ class ConnectorCollector(Collector):
         if last is not None:
             families.append(AMPCLI_DURATION.single(last.duration_seconds))
             families.append(AMPCLI_SUCCESS.single(last.ok))
+            if last.exit_code is not None:
+                families.append(AMPCLI_EXIT_CODE.single(last.exit_code))
         return families
 
 

@@ -105,9 +105,11 @@ class KernelCollector(CauseCollector):
                 f"lib/modules/{release}/build does not resolve to the kernel's headers"
                 + (" (no BTF)" if not btf else " (connector older than 1.25 needs headers)"
                    if used.ebpf == "headers" else " (the connector reports fault 11)"))
+        # Fault 16 matters only while a feature it hinges on is on: known from the
+        # connector's word or a policy that was read, never guessed.
         patterns = self.settings.supported_kernels
-        any_feature = any(connector_files.feature_on(features, FAULTS_BY_ID[f].extra[
-            "policy_feature"]) for f in (8, 9))
+        any_feature = 16 in reported or any(
+            features.get(FAULTS_BY_ID[f].extra["policy_feature"]) is True for f in (8, 9))
         if patterns and any_feature and not any(fnmatch.fnmatchcase(release, p)
                                                 for p in patterns):
             findings[(16, "kernel_not_supported")] = (
