@@ -13,8 +13,8 @@ from typing import Optional
 
 from prometheus_client.core import Metric
 
-from amp_exporter import connector_files
 from amp_exporter.catalog import FAULTS_BY_ID
+from amp_exporter.host import connector_files
 from amp_exporter.registry import Collector, gauge
 
 # {(fault_id, cause): what was found, in words for `amp-exporter check`; UNCHECKED for a

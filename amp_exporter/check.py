@@ -12,7 +12,7 @@ from typing import Optional, TextIO
 
 from amp_exporter.catalog import CONNECTOR_STATES_BY_NAME, FAULTS, FAULTS_BY_ID
 from amp_exporter.causes import CauseCollector
-from amp_exporter.registry import Exporter
+from amp_exporter.scrape import Exporter
 
 SEVERITY_WORDS = {0: "none", 1: "minor", 2: "major", 3: "critical"}
 

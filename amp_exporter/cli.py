@@ -12,8 +12,9 @@ import tempfile
 from typing import Optional
 
 from amp_exporter import __version__, logsetup
-from amp_exporter.hostpaths import HostPaths
-from amp_exporter.registry import Exporter, Settings, available, resolve_enabled
+from amp_exporter.host.paths import HostPaths
+from amp_exporter.registry import Settings
+from amp_exporter.scrape import Exporter, available, resolve_enabled
 
 DEFAULT_PORT = 9872
 COMMANDS = ("serve", "check", "textfile")
@@ -179,7 +180,7 @@ def exposition(exporter: Exporter) -> bytes:
     import time
 
     from amp_exporter.exposition import render
-    from amp_exporter.registry import TEXTFILE_WRITTEN
+    from amp_exporter.scrape import TEXTFILE_WRITTEN
 
     return render(itertools.chain(exporter.collect(), [TEXTFILE_WRITTEN.single(time.time())]))
 

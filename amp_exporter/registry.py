@@ -1,10 +1,10 @@
-"""Collector registry and the scrape loop around it.
+"""What a collector is, and the registry collectors join.
 
-Each collector module registers a class with `@register("name")`; the command
-line turns the registry into `--collector.NAME` / `--no-collector.NAME` flags.
-`Exporter` runs the enabled collectors for every scrape, times each one, and
-turns a failing collector into `amp_exporter_scrape_collector_success 0`
-instead of a failed scrape.
+Each collector module registers a class with `@register`; scrape.py turns the registry
+into `--collector.NAME` flags and runs the enabled ones. A collector declares its metrics
+(Desc), reads the host only through the host layer (amp_exporter.host) and the facts
+shared in a scrape (SharedState), and says why it could not run with CollectorError.
+This module imports no collector and no part of the scrape loop.
 """
 
 from __future__ import annotations
@@ -12,18 +12,17 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from amp_exporter.hostpaths import HostPaths, NotRegularFile
+from amp_exporter.host.paths import HostPaths, NotRegularFile
 
 if TYPE_CHECKING:
-    from amp_exporter.ampcli import AmpcliResult
-    from amp_exporter.machinery import Machinery
+    from amp_exporter.host.ampcli import AmpcliResult
+    from amp_exporter.host.machinery import Machinery
 
 log = logging.getLogger("amp_exporter")
 
@@ -142,9 +141,8 @@ def register(cls: type[Collector]) -> type[Collector]:
     return cls
 
 
-def available() -> dict[str, type[Collector]]:
-    import amp_exporter.collectors  # noqa: F401  (registers every collector)
-
+def registered() -> dict[str, type[Collector]]:
+    """The collectors registered so far, by name (scrape.available imports them all)."""
     return dict(sorted(_REGISTRY.items()))
 
 
@@ -152,8 +150,8 @@ class SharedState:
     """Facts several collectors need, computed once and shared (process table, ampcli)."""
 
     def __init__(self, settings: Settings) -> None:
-        from amp_exporter.ampcli import AmpcliRunner
-        from amp_exporter.processes import ProcessTable
+        from amp_exporter.host.ampcli import AmpcliRunner
+        from amp_exporter.host.processes import ProcessTable
 
         self.settings = settings
         self.processes = ProcessTable(settings.paths)
@@ -188,7 +186,7 @@ class SharedState:
     def machinery(self) -> Machinery:
         """How the connector monitors each subsystem (machinery.py), once per scrape; raises
         CollectorError saying why it cannot be told (permission, missing, parse)."""
-        from amp_exporter import machinery
+        from amp_exporter.host import machinery
 
         found = getattr(self._local, "machinery", None)
         if found is None:
@@ -205,132 +203,6 @@ class SharedState:
 
     def close(self) -> None:
         self.ampcli.close()
-
-
-SUCCESS = gauge("", "amp_exporter_scrape_collector_success",
-                "1 when the collector's last run succeeded, 0 when it failed.", ("collector",))
-DURATION = gauge("", "amp_exporter_scrape_collector_duration_seconds",
-                 "How long the collector's last run took.", ("collector",))
-ERRORS = counter("", "amp_exporter_collector_errors",
-                 "Collector runs that failed, by collector and reason (" +
-                 ", ".join(ERROR_REASONS) + ").", ("collector", "reason"))
-BUILD_INFO = gauge("", "amp_exporter_build_info",
-                   "amp-exporter's version and the Python running it (always 1).",
-                   ("version", "python"))
-TEXTFILE_WRITTEN = gauge("", "amp_exporter_textfile_write_timestamp_seconds",
-                        "amp-exporter textfile only: when it wrote this exposition (Unix time); "
-                        "node_exporter serves an old file as if new, so alerts check its age.")
-FAULT_INFO = gauge("", "cisco_amp_fault_info",
-                   "The catalog's title of each known fault (always 1).", ("fault_id", "title"))
-
-
-class Exporter:
-    """A prometheus_client custom collector that runs every enabled collector per scrape."""
-
-    def __init__(self, settings: Settings, enabled: Iterable[str]) -> None:
-        registry = available()
-        self.settings = settings
-        self.shared = SharedState(settings)
-        enabled = list(enabled)
-        self.collectors: list[Collector] = [registry[n](settings, self.shared) for n in enabled]
-        self.shared.use_ampcli = "connector" in enabled
-        self._errors: dict[tuple[str, str], int] = {}
-        self._errors_lock = threading.Lock()
-        for c in self.collectors:
-            for reason in ERROR_REASONS:
-                self._errors[(c.name, reason)] = 0
-
-    def describe(self) -> list[Metric]:
-        # Registration must not run a scrape (it would start ampcli at start-up).
-        return []
-
-    def run_collector(self, collector: Collector) -> tuple[list[Metric], bool, float]:
-        start = time.perf_counter()
-        try:
-            families = list(collector.collect())
-            ok = True
-        except CollectorError as exc:
-            families, ok = exc.partial, False
-            self._count_error(collector.name, exc.reason)
-            log.error("collector failed", extra={"collector": collector.name,
-                                                 "reason": exc.reason, "err": str(exc)})
-        except OSError as exc:  # a host file we could not read, outside a collector's own care
-            families, ok = [], False
-            error = host_error(exc, "reading the host")
-            self._count_error(collector.name, error.reason)
-            log.error("collector failed", extra={"collector": collector.name,
-                                                 "reason": error.reason, "err": str(error)})
-        except Exception as exc:  # a bug or a host surprise must not fail the scrape
-            families, ok = [], False
-            self._count_error(collector.name, "internal")
-            log.exception("collector crashed", extra={"collector": collector.name,
-                                                      "err": repr(exc)})
-        return families, ok, time.perf_counter() - start
-
-    def _count_error(self, collector: str, reason: str) -> None:
-        with self._errors_lock:
-            self._errors[(collector, reason)] = self._errors.get((collector, reason), 0) + 1
-
-    def collect(self) -> Iterator[Metric]:
-        success = SUCCESS.family()
-        duration = DURATION.family()
-        merged: dict[str, Metric] = {}
-        self.shared.begin_scrape()
-        for collector in self.collectors:
-            families, ok, seconds = self.run_collector(collector)
-            success.add_metric([collector.name], 1.0 if ok else 0.0)
-            duration.add_metric([collector.name], seconds)
-            for family in families:
-                # Two collectors may add to one family (fault causes): one HELP line each.
-                if family.name in merged:
-                    merged[family.name].samples.extend(family.samples)
-                else:
-                    merged[family.name] = family
-        yield from merged.values()
-        yield from static_families()
-        yield success
-        yield duration
-        errors = ERRORS.family()
-        with self._errors_lock:
-            for (name, reason), count in sorted(self._errors.items()):
-                errors.add_metric([name, reason], count)
-        yield errors
-
-    def close(self) -> None:
-        for c in self.collectors:
-            try:
-                c.close()
-            except Exception:
-                log.exception("closing collector failed", extra={"collector": c.name})
-        self.shared.close()
-
-
-def static_families() -> list[Metric]:
-    """Facts about the exporter and its catalog that need no collector to run."""
-    import platform
-
-    from amp_exporter import __version__
-    from amp_exporter.catalog import FAULTS
-
-    build = BUILD_INFO.single(1, __version__, platform.python_version())
-    info = FAULT_INFO.family()
-    for f in FAULTS:
-        info.add_metric([str(f.id), f.title], 1.0)
-    return [build, info]
-
-
-def resolve_enabled(
-    choices: dict[str, Optional[bool]], disable_defaults: bool
-) -> list[str]:
-    """Which collectors run: defaults, minus --no-collector.X, plus --collector.X."""
-    names = []
-    for name, cls in available().items():
-        chosen = choices.get(name)
-        if chosen is None:
-            chosen = cls.default_enabled and not disable_defaults
-        if chosen:
-            names.append(name)
-    return names
 
 
 def host_error(exc: OSError, what: str) -> CollectorError:

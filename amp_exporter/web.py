@@ -22,7 +22,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from amp_exporter import __version__, webconfig
 from amp_exporter.exposition import CONTENT_TYPE, render
-from amp_exporter.registry import Exporter
+from amp_exporter.scrape import Exporter
 
 log = logging.getLogger("amp_exporter")
 

@@ -37,7 +37,7 @@ from typing import Any, Optional
 
 import yaml
 
-from amp_exporter.hostpaths import open_host_file
+from amp_exporter.host.paths import open_host_file
 
 
 class WebConfigError(ValueError):

@@ -7,7 +7,7 @@ import ctypes
 import sys
 import time
 
-from amp_exporter import bpfsys
+from amp_exporter.host import bpfsys
 
 BPF_MAP_CREATE, BPF_PROG_LOAD = 0, 5
 BPF_MAP_TYPE_ARRAY, BPF_PROG_TYPE_SOCKET_FILTER = 2, 1

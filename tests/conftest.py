@@ -159,7 +159,7 @@ class LoopbackDaemon:
 @functools.cache
 def ebpf_blocker() -> str | None:
     """Why this machine cannot run the eBPF source, or None (asked once per session)."""
-    from amp_exporter import ebpf_loader
+    from amp_exporter.host import ebpf_loader
 
     if os.geteuid() != 0:
         return "not root"

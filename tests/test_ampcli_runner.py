@@ -11,7 +11,7 @@ from conftest import concurrently
 from test_http import Server
 from test_restarts import exporter_for, scrape
 
-from amp_exporter.ampcli import OUTPUT_LIMIT, AmpcliRunner
+from amp_exporter.host.ampcli import OUTPUT_LIMIT, AmpcliRunner
 
 STATUS = "Status: Connected\\nMode: Normal\\nFaults: None\\n"
 # ampcli's real format (Cisco's documentation), after the noise lines it may print first.
@@ -93,14 +93,14 @@ def test_nonzero_exit_after_a_status_uses_it_and_says_so(tmp_path, caplog, code)
     code_file = tmp_path / "code"
     code_file.write_text(str(code))
     r = AmpcliRunner(status_then_exit(tmp_path, code_file), 5, 0)
-    with caplog.at_level(logging.WARNING, logger="amp_exporter.ampcli"):
+    with caplog.at_level(logging.WARNING, logger="amp_exporter.host.ampcli"):
         result = r.status()
         assert result.ok and result.error is None and result.exit_code == code
         assert list(result.status.faults) == [18] and result.status.degraded
         assert f"status {code}" in result.message and "used" in result.message
         for _ in range(3):
             assert r.status().exit_code == code  # the same code again: no new warning
-        warnings = [rec for rec in caplog.records if rec.name == "amp_exporter.ampcli"]
+        warnings = [rec for rec in caplog.records if rec.name == "amp_exporter.host.ampcli"]
         assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
         assert warnings[0].exit_code == code and "status" in warnings[0].getMessage()
         # Once per change of exit code: another code warns again, 0 then the code again too.
@@ -112,7 +112,7 @@ def test_nonzero_exit_after_a_status_uses_it_and_says_so(tmp_path, caplog, code)
         code_file.write_text(str(code))
         assert r.status().ok
         assert r.status().ok
-    codes = [rec.exit_code for rec in caplog.records if rec.name == "amp_exporter.ampcli"]
+    codes = [rec.exit_code for rec in caplog.records if rec.name == "amp_exporter.host.ampcli"]
     assert codes == [code, 2, code] and r.runs == 8
 
 
@@ -120,11 +120,11 @@ def test_nonzero_exit_after_only_noise_is_still_a_failure(tmp_path, caplog):
     # What a host whose daemon died shows: no status, so no answer, whatever the code.
     path = script(tmp_path, "echo '[logger] Set minimum reported log level to notice'\n"
                   "echo 'Trying to connect...'\nexit 1")
-    with caplog.at_level(logging.WARNING, logger="amp_exporter.ampcli"):
+    with caplog.at_level(logging.WARNING, logger="amp_exporter.host.ampcli"):
         result = AmpcliRunner(path, 5, 0).status()
     assert not result.ok and result.error == "exit_status" and result.exit_code == 1
     assert result.message == "ampcli exited with status 1 after printing 'Trying to connect...'"
-    assert not [rec for rec in caplog.records if rec.name == "amp_exporter.ampcli"]
+    assert not [rec for rec in caplog.records if rec.name == "amp_exporter.host.ampcli"]
 
 
 def test_killed_by_a_signal_has_no_exit_code(tmp_path):

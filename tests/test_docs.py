@@ -8,10 +8,12 @@ from pathlib import Path
 
 from conftest import parse_exposition
 
-from amp_exporter import docs, events
-from amp_exporter.ebpf_program import FAMILIES, FAMILY_HELP, PROCFS_FAMILIES
-from amp_exporter.hostpaths import HostPaths
-from amp_exporter.registry import DESCS, available
+from amp_exporter import docs
+from amp_exporter.host import events
+from amp_exporter.host.ebpf_program import FAMILIES, FAMILY_HELP, PROCFS_FAMILIES
+from amp_exporter.host.paths import HostPaths
+from amp_exporter.registry import DESCS
+from amp_exporter.scrape import available
 
 DOCS = Path(__file__).parent.parent / "docs"
 

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from amp_exporter import accounts, connector_files, linux, selinux
-from amp_exporter.hostpaths import HostPaths
+from amp_exporter.host import accounts, connector_files, linux, selinux
+from amp_exporter.host.paths import HostPaths
 
 
 def write(root, rel, text="", mode=None):

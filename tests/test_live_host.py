@@ -67,7 +67,7 @@ def test_sockdiag_agrees_with_pyroute2():
 
     from pyroute2 import DiagSocket
 
-    from amp_exporter import sockdiag
+    from amp_exporter.host import sockdiag
 
     held = []
     try:
@@ -101,7 +101,7 @@ def test_sockdiag_agrees_with_pyroute2():
 def test_sockdiag_errors_are_sockdiag_errors():
     import pytest
 
-    from amp_exporter import sockdiag
+    from amp_exporter.host import sockdiag
 
     states: dict[int, int] = {}
     error = sockdiag._NLMSGHDR.pack(20, sockdiag.NLMSG_ERROR, 0, 1, 0) + (-13).to_bytes(

@@ -11,7 +11,7 @@ import shutil
 import pytest
 from conftest import run_exporter
 
-from amp_exporter.machinery import Evidence, decide
+from amp_exporter.host.machinery import Evidence, decide
 
 RHEL7 = (3, 10)
 
@@ -170,7 +170,7 @@ RULE = b"(allow unconfined_service_t self (bpf (map_create map_read map_write pr
 def test_the_bpf_rule_is_found_in_plain_and_bzip2_cil(cil, grants):
     import bz2
 
-    from amp_exporter.selinux import cil_grants_bpf
+    from amp_exporter.host.selinux import cil_grants_bpf
 
     assert cil_grants_bpf(cil) is grants
     assert cil_grants_bpf(bz2.compress(cil)) is grants
@@ -179,7 +179,7 @@ def test_the_bpf_rule_is_found_in_plain_and_bzip2_cil(cil, grants):
 def test_a_bzip2_cil_cut_short_is_refused():
     import bz2
 
-    from amp_exporter.selinux import cil_grants_bpf
+    from amp_exporter.host.selinux import cil_grants_bpf
 
     with pytest.raises(ValueError):
         cil_grants_bpf(bz2.compress(RULE * 1000)[:40])

@@ -51,7 +51,12 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from test_restarts import exporter_for
 
-from amp_exporter import (
+from amp_exporter import webconfig
+from amp_exporter.catalog import SELINUX_MODULE
+from amp_exporter.cli import build_parser
+from amp_exporter.collectors.logs import LEVELS, LOG_FILES, line_level
+from amp_exporter.collectors.network import parse_proc_net_tcp
+from amp_exporter.host import (
     accounts,
     bpfsys,
     connector_files,
@@ -59,16 +64,11 @@ from amp_exporter import (
     linux,
     selinux,
     sockdiag,
-    webconfig,
 )
-from amp_exporter.ampcli import OUTPUT_LIMIT
-from amp_exporter.catalog import SELINUX_MODULE
-from amp_exporter.cli import build_parser
-from amp_exporter.collectors.logs import LEVELS, LOG_FILES, line_level
-from amp_exporter.collectors.network import parse_proc_net_tcp
-from amp_exporter.hostpaths import HostPaths
-from amp_exporter.processes import ProcessTable, _parse_stat
-from amp_exporter.status import StatusParseError, parse_scan_time, parse_status
+from amp_exporter.host.ampcli import OUTPUT_LIMIT
+from amp_exporter.host.paths import HostPaths
+from amp_exporter.host.processes import ProcessTable, _parse_stat
+from amp_exporter.host.status import StatusParseError, parse_scan_time, parse_status
 from amp_exporter.web import parse_listen_address
 
 # ~200 inputs per property keeps the whole file near 20 s; no example database on disk.

@@ -11,8 +11,8 @@ from dataclasses import replace
 import pytest
 from conftest import REPO, builder
 
-from amp_exporter.hostpaths import HostPaths
-from amp_exporter.processes import ProcessTable
+from amp_exporter.host.paths import HostPaths
+from amp_exporter.host.processes import ProcessTable
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_soak_passes(soak, capsys):
 
 DOUBLE_COUNTING = """
 import runpy
-from amp_exporter import processes
+from amp_exporter.host import processes
 
 count = processes.ProcessTable._count_restarts
 

@@ -5,7 +5,7 @@ from datetime import datetime
 
 import pytest
 
-from amp_exporter.status import StatusParseError, parse_scan_time, parse_status
+from amp_exporter.host.status import StatusParseError, parse_scan_time, parse_status
 
 REAL = """\
 Status: Connected

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from amp_exporter import bpfsys
+from amp_exporter.host import bpfsys
 from amp_exporter.registry import Collector, CollectorError, Desc, gauge, register
 
 # enum bpf_prog_type (include/uapi/linux/bpf.h): bounded label values.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from amp_exporter import connector_files
-from amp_exporter.ampcli import AmpcliResult
 from amp_exporter.catalog import CONNECTOR_STATES, FAULTS
-from amp_exporter.processes import DAEMON
+from amp_exporter.host import connector_files
+from amp_exporter.host.ampcli import AmpcliResult
+from amp_exporter.host.processes import DAEMON
 from amp_exporter.registry import Collector, CollectorError, counter, gauge, register
 
 STATUS_FIELDS_AS_LABELS = {  # ampcli key -> info label; values are short fixed words

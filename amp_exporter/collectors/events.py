@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from amp_exporter import events
 from amp_exporter.causes import UNCHECKED, CauseCollector, Findings
+from amp_exporter.host import events
 from amp_exporter.registry import CollectorError, counter, gauge, host_error, register
 
-log = logging.getLogger("amp_exporter.events")
+log = logging.getLogger("amp_exporter.host.events")
 
 NAME = "events"
 HOST_EVENTS = counter(NAME, "cisco_amp_host_events",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import fnmatch
 
-from amp_exporter import connector_files, linux, machinery
 from amp_exporter.catalog import FAULTS_BY_ID
 from amp_exporter.causes import CauseCollector, Findings
+from amp_exporter.host import connector_files, linux, machinery
 from amp_exporter.registry import CollectorError, gauge, host_error, register
 
 # Always reported, 0 or 1, so dashboards and alerts see a module disappear.

@@ -18,8 +18,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO, Optional
 
-from amp_exporter import connector_files
-from amp_exporter.hostpaths import open_host_file
+from amp_exporter.host import connector_files
+from amp_exporter.host.paths import open_host_file
 from amp_exporter.registry import Collector, counter, gauge, host_error, register
 
 LOG_FILES = {"ampdaemon": "var/log/cisco/ampdaemon.log",

@@ -1,7 +1,7 @@
 """The connector's TCP connections by state: independent evidence for `Connected`.
 
 On the live host (and in the connector's network namespace) the kernel is asked
-through sock_diag netlink (amp_exporter.sockdiag), filtered to the sockets the
+through sock_diag netlink (amp_exporter.host.sockdiag), filtered to the sockets the
 connector's processes hold. Elsewhere (an example tree, another namespace) the process's own
 `proc/PID/net/tcp{,6}` tables are read instead.
 """
@@ -12,8 +12,8 @@ import os
 import threading
 from typing import Optional
 
-from amp_exporter import sockdiag
-from amp_exporter.hostpaths import read_text
+from amp_exporter.host import sockdiag
+from amp_exporter.host.paths import read_text
 from amp_exporter.registry import Collector, gauge, host_error, register
 
 # include/net/tcp_states.h

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from amp_exporter import connector_files
-from amp_exporter.processes import EXPECTED_PROCESSES, SCAN_SERVICE
+from amp_exporter.host import connector_files
+from amp_exporter.host.processes import EXPECTED_PROCESSES, SCAN_SERVICE
 from amp_exporter.registry import Collector, counter, gauge, register
 
 NAME = "processes"

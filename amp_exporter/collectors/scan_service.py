@@ -8,10 +8,10 @@ import threading
 import time
 from typing import Optional
 
-from amp_exporter import connector_files, linux
 from amp_exporter.causes import CauseCollector, Findings
-from amp_exporter.hostpaths import open_host_file
-from amp_exporter.processes import DAEMON, SCAN_SERVICE
+from amp_exporter.host import connector_files, linux
+from amp_exporter.host.paths import open_host_file
+from amp_exporter.host.processes import DAEMON, SCAN_SERVICE
 from amp_exporter.registry import CollectorError, gauge, host_error, register
 
 NAME = "scan_service"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import stat
 
-from amp_exporter import accounts
 from amp_exporter.catalog import SCAN_USER
 from amp_exporter.causes import CauseCollector, Findings
-from amp_exporter.processes import SCAN_SERVICE
+from amp_exporter.host import accounts
+from amp_exporter.host.processes import SCAN_SERVICE
 from amp_exporter.registry import CollectorError, host_error, register
 
 # The installer makes these 0755; another program changing them raises fault 5.

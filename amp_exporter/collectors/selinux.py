@@ -5,9 +5,9 @@ the base policy or one added by hand, as Cisco's fault text allows)."""
 
 from __future__ import annotations
 
-from amp_exporter import selinux
 from amp_exporter.catalog import SELINUX_MODULE
 from amp_exporter.causes import CauseCollector, Findings
+from amp_exporter.host import selinux
 from amp_exporter.registry import CollectorError, gauge, host_error, register
 
 NAME = "selinux"

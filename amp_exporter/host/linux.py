@@ -10,7 +10,7 @@ import os
 import re
 from typing import Optional
 
-from amp_exporter.hostpaths import HostPaths, open_host_file, read_first_line, read_text
+from amp_exporter.host.paths import HostPaths, open_host_file, read_first_line, read_text
 
 SECURE_BOOT_VAR = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 

@@ -18,16 +18,17 @@ import threading
 import time
 from typing import Optional
 
-from amp_exporter import bpfsys, ebpf_program
-from amp_exporter.hostpaths import HostPaths, read_text
+from amp_exporter.host import bpfsys, ebpf_program
+from amp_exporter.host.paths import HostPaths, read_text
 
-log = logging.getLogger("amp_exporter.events")
+log = logging.getLogger("amp_exporter.host.events")
 
 # Why the eBPF source is not active: a bounded vocabulary for a label.
 UNAVAILABLE_REASONS = ("starting", "disabled", "one_shot", "not_live_host", "no_tracefs",
                        "no_headers", "no_bcc", "no_tracepoints", "permission", "compile_failed",
                        "loader_failed", "timeout", "read_failed")
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The directory that holds the amp_exporter package (this file is amp_exporter/host/...).
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class EbpfEvents:
@@ -63,7 +64,7 @@ class EbpfEvents:
             p for p in (_PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")) if p)}
         try:
             proc = subprocess.Popen(
-                [self.python, "-m", "amp_exporter.ebpf_loader", str(child.fileno()),
+                [self.python, "-m", "amp_exporter.host.ebpf_loader", str(child.fileno()),
                  str(os.getpid())],
                 pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)

@@ -127,7 +127,7 @@ def decide(e: Evidence) -> Machinery:
 
 def gather(paths, snapshot, reported_faults: frozenset[int] = frozenset()) -> Evidence:
     """Evidence from the host tree and the process table (raises OSError/ValueError)."""
-    from amp_exporter import connector_files, linux
+    from amp_exporter.host import connector_files, linux
 
     modules = linux.loaded_modules(paths)
     return Evidence(

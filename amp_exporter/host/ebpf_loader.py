@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 
-from amp_exporter import ebpf_program
+from amp_exporter.host import ebpf_program
 
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -26,9 +26,9 @@ from typing import Optional
 
 import psutil
 
-from amp_exporter.hostpaths import HostPaths, read_text
+from amp_exporter.host.paths import HostPaths, read_text
 
-log = logging.getLogger("amp_exporter.processes")
+log = logging.getLogger("amp_exporter.host.processes")
 
 CONNECTOR_BIN_DIR = "/opt/cisco/amp/bin/"
 # Always reported (up 0 or 1) on a host with the connector installed.
@@ -121,16 +121,12 @@ class ProcessTable:
         self._local.snapshot = None
 
     def snapshot(self) -> ProcessSnapshot:
-        """This scrape's snapshot, taken on first use (refreshes run one at a time)."""
+        """This scrape's snapshot, taken on first use (refreshes run one at a time).
+        Raises OSError when proc cannot be listed (the collector layer says why)."""
         snap = getattr(self._local, "snapshot", None)
         if snap is None:
             with self._lock:
-                try:
-                    snap = self._refresh()
-                except OSError as exc:
-                    from amp_exporter.registry import host_error
-
-                    raise host_error(exc, "listing processes") from exc
+                snap = self._refresh()
             self._local.snapshot = snap
         return snap
 

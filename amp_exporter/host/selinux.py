@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from amp_exporter.hostpaths import HostPaths, open_host_file, parse_cached, read_first_line
+from amp_exporter.host.paths import HostPaths, open_host_file, parse_cached, read_first_line
 
 STORE_ROOTS = ("var/lib/selinux", "etc/selinux")
 

@@ -12,7 +12,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Optional
 
-from amp_exporter.hostpaths import HostPaths, parse_cached
+from amp_exporter.host.paths import HostPaths, parse_cached
 
 AMP_DIR = "opt/cisco/amp"
 DAEMON_BINARY = "opt/cisco/amp/bin/ampdaemon"

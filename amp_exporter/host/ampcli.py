@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from amp_exporter.status import ConnectorStatus, StatusParseError, parse_status
+from amp_exporter.host.status import ConnectorStatus, StatusParseError, parse_status
 
-log = logging.getLogger("amp_exporter.ampcli")
+log = logging.getLogger("amp_exporter.host.ampcli")
 
 OUTPUT_LIMIT = 256 * 1024  # real status output is under 2 KiB
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "LANG": "C"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from amp_exporter.hostpaths import HostPaths, parse_cached
+from amp_exporter.host.paths import HostPaths, parse_cached
 
 
 def parse_colon_file(text: str) -> dict[str, list[str]]:

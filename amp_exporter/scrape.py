@@ -1,0 +1,162 @@
+"""The scrape loop: run every enabled collector, time it, turn a failing one into
+`amp_exporter_scrape_collector_success 0` (and an error count by reason) instead of a
+failed scrape, and add what needs no collector (build info, the catalog's titles).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Optional
+
+from prometheus_client.core import Metric
+
+from amp_exporter.registry import (
+    ERROR_REASONS,
+    Collector,
+    CollectorError,
+    Settings,
+    SharedState,
+    counter,
+    gauge,
+    host_error,
+    registered,
+)
+
+log = logging.getLogger("amp_exporter")
+
+
+def available() -> dict[str, type[Collector]]:
+    import amp_exporter.collectors  # noqa: F401  (registers every collector)
+
+    return registered()
+
+
+SUCCESS = gauge("", "amp_exporter_scrape_collector_success",
+                "1 when the collector's last run succeeded, 0 when it failed.", ("collector",))
+DURATION = gauge("", "amp_exporter_scrape_collector_duration_seconds",
+                 "How long the collector's last run took.", ("collector",))
+ERRORS = counter("", "amp_exporter_collector_errors",
+                 "Collector runs that failed, by collector and reason (" +
+                 ", ".join(ERROR_REASONS) + ").", ("collector", "reason"))
+BUILD_INFO = gauge("", "amp_exporter_build_info",
+                   "amp-exporter's version and the Python running it (always 1).",
+                   ("version", "python"))
+TEXTFILE_WRITTEN = gauge("", "amp_exporter_textfile_write_timestamp_seconds",
+                        "amp-exporter textfile only: when it wrote this exposition (Unix time); "
+                        "node_exporter serves an old file as if new, so alerts check its age.")
+FAULT_INFO = gauge("", "cisco_amp_fault_info",
+                   "The catalog's title of each known fault (always 1).", ("fault_id", "title"))
+
+
+class Exporter:
+    """A prometheus_client custom collector that runs every enabled collector per scrape."""
+
+    def __init__(self, settings: Settings, enabled: Iterable[str]) -> None:
+        registry = available()
+        self.settings = settings
+        self.shared = SharedState(settings)
+        enabled = list(enabled)
+        self.collectors: list[Collector] = [registry[n](settings, self.shared) for n in enabled]
+        self.shared.use_ampcli = "connector" in enabled
+        self._errors: dict[tuple[str, str], int] = {}
+        self._errors_lock = threading.Lock()
+        for c in self.collectors:
+            for reason in ERROR_REASONS:
+                self._errors[(c.name, reason)] = 0
+
+    def describe(self) -> list[Metric]:
+        # Registration must not run a scrape (it would start ampcli at start-up).
+        return []
+
+    def run_collector(self, collector: Collector) -> tuple[list[Metric], bool, float]:
+        start = time.perf_counter()
+        try:
+            families = list(collector.collect())
+            ok = True
+        except CollectorError as exc:
+            families, ok = exc.partial, False
+            self._count_error(collector.name, exc.reason)
+            log.error("collector failed", extra={"collector": collector.name,
+                                                 "reason": exc.reason, "err": str(exc)})
+        except OSError as exc:  # a host file we could not read, outside a collector's own care
+            families, ok = [], False
+            error = host_error(exc, "reading the host")
+            self._count_error(collector.name, error.reason)
+            log.error("collector failed", extra={"collector": collector.name,
+                                                 "reason": error.reason, "err": str(error)})
+        except Exception as exc:  # a bug or a host surprise must not fail the scrape
+            families, ok = [], False
+            self._count_error(collector.name, "internal")
+            log.exception("collector crashed", extra={"collector": collector.name,
+                                                      "err": repr(exc)})
+        return families, ok, time.perf_counter() - start
+
+    def _count_error(self, collector: str, reason: str) -> None:
+        with self._errors_lock:
+            self._errors[(collector, reason)] = self._errors.get((collector, reason), 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        success = SUCCESS.family()
+        duration = DURATION.family()
+        merged: dict[str, Metric] = {}
+        self.shared.begin_scrape()
+        for collector in self.collectors:
+            families, ok, seconds = self.run_collector(collector)
+            success.add_metric([collector.name], 1.0 if ok else 0.0)
+            duration.add_metric([collector.name], seconds)
+            for family in families:
+                # Two collectors may add to one family (fault causes): one HELP line each.
+                if family.name in merged:
+                    merged[family.name].samples.extend(family.samples)
+                else:
+                    merged[family.name] = family
+        yield from merged.values()
+        yield from static_families()
+        yield success
+        yield duration
+        errors = ERRORS.family()
+        with self._errors_lock:
+            for (name, reason), count in sorted(self._errors.items()):
+                errors.add_metric([name, reason], count)
+        yield errors
+
+    def close(self) -> None:
+        for c in self.collectors:
+            try:
+                c.close()
+            except Exception:
+                log.exception("closing collector failed", extra={"collector": c.name})
+        self.shared.close()
+
+
+def static_families() -> list[Metric]:
+    """Facts about the exporter and its catalog that need no collector to run."""
+    import platform
+
+    from amp_exporter import __version__
+    from amp_exporter.catalog import FAULTS
+
+    build = BUILD_INFO.single(1, __version__, platform.python_version())
+    info = FAULT_INFO.family()
+    for f in FAULTS:
+        info.add_metric([str(f.id), f.title], 1.0)
+    return [build, info]
+
+
+def resolve_enabled(
+    choices: dict[str, Optional[bool]], disable_defaults: bool
+) -> list[str]:
+    """Which collectors run: defaults, minus --no-collector.X, plus --collector.X."""
+    names = []
+    for name, cls in available().items():
+        chosen = choices.get(name)
+        if chosen is None:
+            chosen = cls.default_enabled and not disable_defaults
+        if chosen:
+            names.append(name)
+    return names
+
+
