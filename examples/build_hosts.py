@@ -1378,6 +1378,22 @@ HOSTS: dict[str, Host] = {
     "debian12-ebpf-core-healthy": replace(
         DEBIAN12_CORE, description="Debian 12 (6.1, BTF), connector 1.26 on eBPF CO-RE "
         "without kernel headers, Secure Boot on, aligned ampcli, no faults"),
+    "debian12-fault-16-backports-kernel": replace(
+        DEBIAN12_CORE, description="fault 16 on Debian 12: a bookworm-backports kernel "
+        "(6.5) the connector does not support yet; no BPF programs loaded",
+        kernel="6.5.0-0.deb12.4-amd64", progs=(), maps=(), **AT_START,
+        faults=(fault(16, "Critical"),), log=(
+            (20, "ampdaemon", D, "Error", "Kernel 6.5.0-0.deb12.4-amd64 is not supported"),)),
+    "ubuntu2204-fault-7-scan-failed": replace(
+        UBUNTU2204_CORE, description="fault 7 on Ubuntu 22.04: the scan service failed to "
+        "start on a truncated daily.cvd (memory is ample)", scan_pid=None, daily_truncate=300,
+        mode="Degraded", scan="Scanning disabled", faults=(fault(7, "Critical"),),
+        fault_time=22, log=SCAN_FAILED),
+    "ol8-uek7-fault-19-selinux-module-disabled": replace(
+        OL8_UEK7_CORE, description="fault 19 on Oracle Linux 8 UEK7: SELinux enforcing, "
+        "cisco-secure-bpf disabled (semodule -d), no BPF programs held",
+        bpf_module="disabled", progs=(), maps=(), **AT_START,
+        faults=(fault(19, "Critical"),), log=BPF_DENIED),
     "rhel9-ebpf-core-no-selinux-module-healthy": replace(
         EBPF_BTF, description="RHEL 9.3, connector 1.26 holds its eBPF programs under "
         "enforcing SELinux without the cisco-secure-bpf module (the loaded policy allows "

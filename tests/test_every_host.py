@@ -17,6 +17,11 @@ EXPECTED: dict[str, tuple] = {
     "amzn2-kernel510-ebpf-core-healthy": (EB, EB, "core", {}, set()),
     "amzn2023-ebpf-core-healthy": (EB, EB, "core", {}, set()),
     "debian12-ebpf-core-healthy": (EB, EB, "core", {}, set()),
+    "debian12-fault-16-backports-kernel": (EB, EB, "core", {16: 3}, set()),  # needs a list
+    "ubuntu2204-fault-7-scan-failed": (EB, EB, "core", {7: 3}, {
+        (7, "scan_service_not_running"), (7, "definitions_invalid")}),
+    "ol8-uek7-fault-19-selinux-module-disabled": (EB, EB, "core", {19: 3},
+                                                  {(19, "selinux_module_disabled")}),
     "ol8-uek7-ebpf-core-healthy": (EB, EB, "core", {}, set()),
     "ubuntu2204-ebpf-core-healthy": (EB, EB, "core", {}, set()),
     "rhel9-ebpf-core-no-selinux-module-healthy": (EB, EB, "core", {}, set()),
