@@ -204,3 +204,20 @@ def test_selinux_module_missing_is_a_cause_only_where_nothing_shows_the_policy_a
     assert s.found_causes() == set()
     write_status(root, (19,))  # ... but its word that the policy blocks it wins
     assert (19, "selinux_module_disabled") in scrape(root).found_causes()
+
+
+def test_the_policy_store_is_read_again_after_a_transaction(host_copy):
+    """One answer per store transaction: semodule -d (a marker in modules/disabled) or a
+    new commit is seen at once, in the same process."""
+    from amp_exporter.host import selinux
+    from amp_exporter.host.paths import HostPaths
+
+    root = host_copy("healthy-ebpf-btf")  # cisco-secure-bpf installed and enabled
+    paths = HostPaths(str(root))
+    assert selinux.policy_grants_bpf(paths, "targeted")
+    assert selinux.policy_grants_bpf(paths, "targeted")  # cached
+    marker = root / "var/lib/selinux/targeted/active/modules/disabled/cisco-secure-bpf"
+    marker.write_text("")
+    assert not selinux.policy_grants_bpf(paths, "targeted")
+    marker.unlink()
+    assert selinux.policy_grants_bpf(paths, "targeted")

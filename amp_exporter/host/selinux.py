@@ -129,24 +129,53 @@ def cil_grants_bpf(data: bytes) -> bool:
     return False
 
 
+_stores: dict[str, tuple[tuple, bool]] = {}
+# Looked at first: where the rule usually is (a store holds hundreds of modules).
+_LIKELY = ("cisco-secure-bpf", "base")
+
+
 def policy_grants_bpf(paths: HostPaths, policy_type: str) -> bool:
     """Whether an enabled module of the policy store (the base policy, a rule added by
-    hand, cisco-secure-bpf) grants the connector's bpf rule. Each module's CIL is read
-    again only when it changes. Raises PermissionError as module_state does."""
+    hand, cisco-secure-bpf) grants the connector's bpf rule. Raises PermissionError as
+    module_state does.
+
+    libsemanage rewrites active/ and its commit_num at every transaction, so the answer is
+    kept until those change: a scrape then costs two stats, not one per module; each
+    module's CIL is read again only when it changed."""
     for store in STORE_ROOTS:
-        modules = paths.root(store, policy_type, "active", "modules")
+        active = paths.root(store, policy_type, "active")
+        modules = os.path.join(active, "modules")
         try:
             priorities = os.listdir(modules)
         except FileNotFoundError:
             continue
+        # a transaction replaces active/ (a new inode) and bumps commit_num; semodule -d/-e
+        # changes modules/disabled
+        stamp = (_stamp(os.path.join(active, "commit_num")), _stamp(active), _stamp(modules),
+                 _stamp(os.path.join(modules, "disabled")))
+        cached = _stores.get(modules)
+        if cached is not None and cached[0] == stamp and stamp[0] is not None:
+            return cached[1]
         disabled = set(_listdir(os.path.join(modules, "disabled")))
-        for priority in sorted(p for p in priorities if p.isdigit()):
-            for name in sorted(_listdir(os.path.join(modules, priority))):
-                if name in disabled:
-                    continue
-                if _module_grants(os.path.join(modules, priority, name, "cil")):
-                    return True
+        found = []
+        for priority in sorted((p for p in priorities if p.isdigit()), key=int, reverse=True):
+            names = _listdir(os.path.join(modules, priority))
+            names.sort(key=lambda n: (n not in _LIKELY, _LIKELY.index(n) if n in _LIKELY
+                                      else 0, n))
+            found += [os.path.join(modules, priority, n, "cil") for n in names
+                      if n not in disabled]
+        granted = any(_module_grants(path) for path in found)
+        _stores[modules] = (stamp, granted)
+        return granted
     return False
+
+
+def _stamp(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _listdir(path: str) -> list[str]:
