@@ -420,12 +420,12 @@ class Mutator:
     def report(self, faults: tuple[int, ...]) -> None:
         before = set(self.state.reported)
         self.change(reported=faults)
-        for fid in sorted(set(faults) - before):
-            self.logs.append("ampdaemon", build_hosts.PID_DAEMON,
-                             [f"Fault {fid} ({SEVERITY[fid]}) raised"], self.clock())
-        for fid in sorted(before - set(faults)):
-            self.logs.append("ampdaemon", build_hosts.PID_DAEMON, [f"Fault {fid} cleared"],
-                             self.clock())
+        # One write for all the lines: a change is atomic per file, and a scrape between
+        # two appends would see a log size that neither state has.
+        lines = [f"Fault {fid} ({SEVERITY[fid]}) raised" for fid in sorted(set(faults) - before)]
+        lines += [f"Fault {fid} cleared" for fid in sorted(before - set(faults))]
+        if lines:
+            self.logs.append("ampdaemon", build_hosts.PID_DAEMON, lines, self.clock())
 
     def change(self, **fields) -> None:
         fields.setdefault("uptime", self.clock())
