@@ -1,9 +1,10 @@
 """The connector's TCP connections by state: independent evidence for `Connected`.
 
-On the live host (and in the connector's network namespace) the kernel is asked
-through sock_diag netlink (amp_exporter.host.sockdiag), filtered to the sockets the
-connector's processes hold. Elsewhere (an example tree, another namespace) the process's own
-`proc/PID/net/tcp{,6}` tables are read instead.
+Through a live procfs (HostPaths.procfs_is_live: this boot, our PID namespace), for a
+process in our own network namespace, the kernel is asked through sock_diag netlink
+(amp_exporter.host.sockdiag), filtered to the sockets the connector's processes hold.
+Elsewhere (an example tree, another namespace) the process's own `proc/PID/net/tcp{,6}`
+tables are read instead.
 """
 
 from __future__ import annotations
@@ -99,12 +100,17 @@ class NetworkCollector(Collector):
         return states
 
     def _same_netns(self, pid: int) -> bool:
+        """Whether sock_diag, which answers for our own network namespace, covers the
+        process: only through a live procfs (its PIDs are ours, HostPaths.procfs_is_live),
+        and only when the process's ns/net is ours (same device and inode, namespaces(7))."""
         if not self.paths.procfs_is_live:
             return False
         try:
-            return os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")
+            theirs = os.stat(self.paths.proc(str(pid), "ns", "net"))
+            ours = os.stat(self.paths.proc("self", "ns", "net"))
         except OSError:
             return False
+        return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
     def _netlink_states(self) -> dict[int, int]:
         try:

@@ -10,6 +10,8 @@ a chroot would, never against the exporter's own filesystem.
 from __future__ import annotations
 
 import errno
+import functools
+import logging
 import os
 import stat
 from pathlib import Path
@@ -18,6 +20,10 @@ from typing import BinaryIO, Optional
 # Reads are capped: a host file that is suddenly huge must not cost a scrape its memory.
 DEFAULT_READ_LIMIT = 1 << 20
 _MAX_SYMLINK_HOPS = 40
+# The exporter's own view of this kernel: the reference the configured procfs is held to.
+_OWN_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+log = logging.getLogger("amp_exporter.host.paths")
 
 
 class HostPaths:
@@ -46,13 +52,39 @@ class HostPaths:
     def sys(self, *parts: str) -> str:
         return os.path.join(self._sys, *(p.lstrip("/") for p in parts))
 
-    @property
+    @functools.cached_property
     def procfs_is_live(self) -> bool:
-        """True when procfs is this kernel's own (netlink answers about the same processes)."""
-        try:
-            return os.path.samefile(self.procfs, "/proc") and os.path.ismount(self.procfs)
-        except OSError:
-            return False
+        """True when procfs is a live procfs of this kernel boot and of this process's own
+        PID namespace: then its PIDs are the kernel's answers about the processes we can
+        reach ourselves (eBPF, the bpf() syscall, sock_diag), so those may be used.
+
+        Decided once (the answer cannot change for a mount), by what the tree shows, never by
+        which mount it is: two procfs mounts are two superblocks on current kernels, so the
+        host's /proc seen at /host/proc in a container run with --pid=host is live although it
+        is not the container's /proc. Three checks, all cheap reads:
+
+        - PROCFS/self resolves to our own PID (os.getpid()). procfs answers `self` with the
+          reader's PID in the procfs's own PID namespace: a procfs of a namespace we are not
+          in has a dangling `self`, and a static tree (an example host) has none, or a fixed
+          number.
+        - the NSpid line of PROCFS/self/status is that PID alone. NSpid lists our PID in
+          every namespace from the procfs's down to ours, so one entry means the procfs's
+          namespace is ours, not an ancestor in which our PID happens to be the same number
+          (the host's /proc mounted into a container without --pid=host, where our host PID
+          is the container's PID by chance). Kernels before 4.1 print no NSpid: there the
+          first check stands alone.
+        - PROCFS/sys/kernel/random/boot_id equals our own /proc's: this kernel, this boot
+          (every procfs of a kernel shows the same one), which a static tree with a
+          look-alike `self` does not have.
+
+        sock_diag needs nothing more: it answers for the network namespace of the socket
+        that asks, with the kernel-wide socket inodes that PROCFS/PID/fd names, so with a
+        live procfs the network collector only checks that a process shares our network
+        namespace (PROCFS/PID/ns/net against PROCFS/self/ns/net) before trusting it.
+        """
+        live, why = _procfs_liveness(self._proc)
+        log.debug("procfs liveness", extra={"procfs": self._proc, "live": live, "why": why})
+        return live
 
     def resolve(self, host_path: str) -> Optional[Path]:
         """Resolve a host path (e.g. '/lib/modules/R/build') inside the root.
@@ -122,6 +154,31 @@ def read_text(path: str | Path, limit: int = DEFAULT_READ_LIMIT) -> str:
 
 def read_first_line(path: str | Path) -> str:
     return read_text(path, 4096).split("\n", 1)[0].strip()
+
+
+def _procfs_liveness(procfs: str) -> tuple[bool, str]:
+    """(whether procfs is live for this process, why): HostPaths.procfs_is_live."""
+    pid = str(os.getpid())
+    try:
+        self_link = os.readlink(os.path.join(procfs, "self"))
+    except OSError as exc:
+        return False, f"no self link ({exc.strerror})"
+    if self_link != pid:
+        return False, f"self is {self_link!r}, not our PID {pid}"
+    try:
+        status = read_text(os.path.join(procfs, pid, "status"), 64 << 10)
+        boot_id = read_first_line(os.path.join(procfs, "sys", "kernel", "random", "boot_id"))
+        own_boot_id = read_first_line(_OWN_BOOT_ID)
+    except OSError as exc:
+        return False, f"cannot read {exc.filename} ({exc.strerror})"
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            if line.split()[1:] != [pid]:
+                return False, f"another PID namespace (NSpid {' '.join(line.split()[1:])})"
+            break
+    if not boot_id or boot_id != own_boot_id:
+        return False, "another kernel boot (boot_id differs)"
+    return True, "our PID namespace, this boot"
 
 
 _parsed: dict[tuple[str, object], tuple[tuple[int, int, int], object]] = {}
