@@ -442,7 +442,8 @@ CONNECTOR_STATES: tuple[ConnectorState, ...] = (
         "amp-exporter may not run ampcli (permission denied), so it cannot ask the connector.",
         "UNKNOWN: amp-exporter cannot ask the connector (it may not run ampcli).",
         "Run `amp-exporter check` as root, or give the exporter's user the right to run "
-        "ampcli (docs/security.md)."),
+        "ampcli; in a container reading the host at --path.rootfs, it needs "
+        "CAP_SYS_CHROOT to run ampcli in the host's root (docs/security.md)."),
 )
 CONNECTOR_STATES_BY_NAME: dict[str, ConnectorState] = {s.name: s for s in CONNECTOR_STATES}
 

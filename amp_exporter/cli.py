@@ -12,6 +12,7 @@ import tempfile
 from typing import Optional
 
 from amp_exporter import __version__, logsetup
+from amp_exporter.host.ampcli import CHROOT_MODES, HOST_AMPCLI, chroot_plan
 from amp_exporter.host.paths import HostPaths
 from amp_exporter.registry import Settings
 from amp_exporter.scrape import Exporter, available, resolve_enabled
@@ -58,6 +59,12 @@ def common_flags() -> argparse.ArgumentParser:
     g = p.add_argument_group("ampcli")
     g.add_argument("--ampcli.path", dest="ampcli_path", metavar="PATH",
                    help="the connector's CLI (default ROOTFS/opt/cisco/amp/bin/ampcli)")
+    g.add_argument("--ampcli.chroot", dest="ampcli_chroot", choices=CHROOT_MODES,
+                   default="auto",
+                   help="run ampcli in the host root, chrooted into ROOTFS (needs "
+                        "CAP_SYS_CHROOT): auto when --path.rootfs is not / and ampcli lies "
+                        "under it (unless that root lacks the interpreter or loader ampcli "
+                        "needs, as an example tree does), always, or never (default auto)")
     g.add_argument("--ampcli.timeout", dest="ampcli_timeout", type=_number(float), default=5.0,
                    metavar="SECONDS", help="kill ampcli after this long (default 5)")
     g.add_argument("--ampcli.cache", dest="ampcli_cache", type=_number(float, allow_zero=True),
@@ -138,15 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def ampcli_path(args: argparse.Namespace) -> str:
+    """--ampcli.path, or the host's ampcli under --path.rootfs."""
+    return args.ampcli_path or HostPaths(args.rootfs).root(HOST_AMPCLI)
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     paths = HostPaths(args.rootfs, args.procfs, args.sysfs)
     patterns = tuple(p.strip() for group in args.supported_kernels for p in group.split(",")
                      if p.strip())
     return Settings(
         paths=paths,
-        ampcli_path=args.ampcli_path or str(paths.root("opt/cisco/amp/bin/ampcli")),
+        ampcli_path=ampcli_path(args),
         ampcli_timeout=args.ampcli_timeout,
         ampcli_cache_seconds=args.ampcli_cache,
+        ampcli_chroot=args.ampcli_chroot,
         scan_restart_threshold=args.scan_restarts,
         scan_restart_window_seconds=args.scan_window,
         min_available_memory_bytes=args.min_memory,
@@ -248,6 +261,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     logsetup.setup(args.log_level, args.log_format)
     if not os.path.isdir(args.rootfs):
         parser.error(f"--path.rootfs {args.rootfs}: not a directory")
+    try:
+        chroot_plan(ampcli_path(args), args.rootfs, args.ampcli_chroot)
+    except ValueError as exc:  # --ampcli.chroot=always with an ampcli outside the root
+        parser.error(str(exc))
 
     if args.command == "serve":
         from amp_exporter import web

@@ -87,9 +87,10 @@ class Settings:
     """Everything collectors are configured with (built from the command line)."""
 
     paths: HostPaths
-    ampcli_path: str
+    ampcli_path: str  # in the exporter's own file system (ROOTFS/opt/cisco/amp/bin/ampcli)
     ampcli_timeout: float = 5.0
     ampcli_cache_seconds: float = 5.0
+    ampcli_chroot: str = "auto"  # auto | always | never: run ampcli chrooted into ROOTFS
     scan_restart_threshold: int = 3
     scan_restart_window_seconds: float = 600.0
     min_available_memory_bytes: int = 1 << 30
@@ -156,7 +157,8 @@ class SharedState:
         self.settings = settings
         self.processes = ProcessTable(settings.paths)
         self.ampcli = AmpcliRunner(
-            settings.ampcli_path, settings.ampcli_timeout, settings.ampcli_cache_seconds
+            settings.ampcli_path, settings.ampcli_timeout, settings.ampcli_cache_seconds,
+            rootfs=str(settings.paths.rootfs), chroot=settings.ampcli_chroot,
         )
         self.use_ampcli = True
         self._local = threading.local()

@@ -1,9 +1,11 @@
 """Running a real (stand-in) ampcli process: timeouts, garbage, floods, strays, caching,
 and exit codes (not public: a status printed with a non-zero code is used, and said so)."""
 
+import itertools
 import logging
 import os
 import subprocess
+import threading
 import time
 
 import pytest
@@ -45,6 +47,16 @@ def pgrep(pattern):
     return out.stdout.split()
 
 
+_seconds = itertools.count()
+
+
+def unique_seconds() -> str:
+    """A `sleep` duration no other process uses: its command line is how pgrep finds it (a
+    marker in a comment is no part of any command line, and dash execs `sh -c CMD`'s last
+    command in place, so neither `# marker` nor `sh -c "... # marker"` can be found)."""
+    return f"{400 + next(_seconds)}.{os.getpid()}{time.monotonic_ns() % 10**6:06d}"
+
+
 def test_answers_and_parses(tmp_path):
     r = AmpcliRunner(script(tmp_path, f'[ "$1" = status ] && printf "{STATUS}"'), 5, 0)
     result = r.status()
@@ -52,26 +64,35 @@ def test_answers_and_parses(tmp_path):
 
 
 def test_hang_is_killed_at_the_deadline_with_its_children(tmp_path):
-    marker = f"amp-hang-{os.getpid()}-{time.monotonic_ns()}"
+    child, hang = unique_seconds(), unique_seconds()
     # The child keeps stdout open and would outlive a plain kill of ampcli.
-    path = script(tmp_path, f'sleep 300 & exec sleep 301 # {marker}')
+    path = script(tmp_path, f'sleep {child} & exec sleep {hang}')
     r = AmpcliRunner(path, 0.5, 0)
+    seen = []
+    watch = threading.Thread(target=lambda: (time.sleep(0.3), seen.append(
+        pgrep(f"sleep {child}") + pgrep(f"sleep {hang}"))))
+    watch.start()
     start = time.monotonic()
     result = r.status()
     assert time.monotonic() - start < 1.5
     assert not result.ok and result.error == "timeout"
+    watch.join()
+    assert len(seen[0]) == 2  # both ran: what follows is no vacuous check
     time.sleep(0.2)
-    assert pgrep(marker) == []
+    assert pgrep(f"sleep {child}") == [] and pgrep(f"sleep {hang}") == []
 
 
 def test_children_left_behind_after_a_good_answer_are_killed(tmp_path):
-    marker = f"amp-stray-{os.getpid()}-{time.monotonic_ns()}"
-    # The stray closes stdout, so ampcli's answer arrives; it must not survive it.
-    path = script(tmp_path, f'sh -c "sleep 300 # {marker}" >/dev/null 2>&1 &\nprintf "{STATUS}"')
+    seconds = unique_seconds()
+    # The stray closes stdout, so ampcli's answer arrives; it must not survive it. The
+    # script answers once the stray runs, so that it surely existed.
+    path = script(tmp_path, f'sleep {seconds} >/dev/null 2>&1 &\n'
+                  f'while ! pgrep -f "sleep {seconds}" >/dev/null; do :; done\n'
+                  f'printf "{STATUS}"')
     r = AmpcliRunner(path, 5, 0)
     assert r.status().ok
     time.sleep(0.2)
-    assert pgrep(marker) == []
+    assert pgrep(f"sleep {seconds}") == []
 
 
 def test_nonzero_exit(tmp_path):

@@ -332,10 +332,15 @@ def test_daemonset_mirrors_the_unit_privileges():
     c = pod["containers"][0]
     sc = c["securityContext"]
     assert sc["capabilities"]["drop"] == ["ALL"]
+    # The unit's, and CAP_SYS_CHROOT: with --path.rootfs=/host ampcli runs chrooted into the
+    # host's root (the unit reads the host at / and needs no chroot).
     assert {f"CAP_{x}" for x in sc["capabilities"]["add"]} == set(
-        unit("amp-exporter.service")["AmbientCapabilities"][0].split())
+        unit("amp-exporter.service")["AmbientCapabilities"][0].split()) | {"CAP_SYS_CHROOT"}
     assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
     assert not sc.get("privileged")
+    assert sc["seLinuxOptions"] == {"type": "spc_t"}  # RHEL/OpenShift nodes: read the host
+    assert c["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
     assert "--path.rootfs=/host" in c["args"]
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     assert all(m["readOnly"] for p, m in mounts.items() if p != "/tmp")
@@ -601,7 +606,8 @@ def test_containerfile_parses_and_says_what_it_should():
     cmd = json.loads(next(a for w, a in steps if w == "CMD"))
     assert "--path.rootfs=/host" in cmd
     readme = (DEPLOY / "container" / "README.md").read_text()
-    for needed in ("--pid=host", "/:/host:ro", "/sys/kernel/tracing", "--path.rootfs=/host"):
+    for needed in ("--pid=host", "/:/host:ro", "/sys/kernel/tracing", "--path.rootfs=/host",
+                   "--cap-add=SYS_CHROOT"):
         assert needed in readme
 
 

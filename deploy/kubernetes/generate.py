@@ -38,7 +38,11 @@ NAME = "amp-exporter"
 NAMESPACE = "amp-exporter"
 PORT = 9872
 IMAGE = "amp-exporter:0.1.0"  # built from deploy/container/Containerfile; push to your registry
-CAPABILITIES = ["DAC_READ_SEARCH", "SYS_PTRACE", "BPF", "PERFMON"]
+# The systemd unit's four (deploy/systemd/amp-exporter.service), and SYS_CHROOT: with
+# --path.rootfs=/host the exporter runs ampcli chrooted into the host's root (the unit reads
+# the host at / and needs no chroot). See docs/security.md.
+UNIT_CAPABILITIES = ["DAC_READ_SEARCH", "SYS_PTRACE", "BPF", "PERFMON"]
+CAPABILITIES = [*UNIT_CAPABILITIES, "SYS_CHROOT"]
 LABELS = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/component": "exporter"}
 SELECTOR = {"app.kubernetes.io/name": NAME}
 # tls/: where the web config and its files are mounted, and the Secrets they come from.
@@ -80,14 +84,15 @@ def container_args(tls: bool = False) -> list[str]:
     return args
 
 
-def probe(tls: bool = False) -> dict:
-    """Plain HTTP: GET /-/healthy. With the web config, basic auth covers /-/healthy too
-    (as in exporter-toolkit) and the kubelet has no credentials, so the probe only checks
-    that the port accepts connections (the exporter drops one that sends nothing)."""
+def probe(tls: bool = False, path: str = "/-/healthy") -> dict:
+    """Plain HTTP: GET PATH (/-/healthy for liveness, /-/ready for readiness). With the
+    web config, basic auth covers those paths too (as in exporter-toolkit) and the kubelet
+    has no credentials, so the probe only checks that the port accepts connections (the
+    exporter drops one that sends nothing)."""
     if tls:
         action = {"tcpSocket": {"port": "metrics"}}
     else:
-        action = {"httpGet": {"path": "/-/healthy", "port": "metrics"}}
+        action = {"httpGet": {"path": path, "port": "metrics"}}
     return {**action, "periodSeconds": 30, "timeoutSeconds": 5}
 
 
@@ -117,18 +122,23 @@ def daemonset(tls: bool = False) -> dict:
         "args": container_args(tls),
         "ports": [{"name": "metrics", "containerPort": PORT, "protocol": "TCP"}],
         "livenessProbe": {**probe(tls), "failureThreshold": 3},
-        "readinessProbe": probe(tls),
+        "readinessProbe": probe(tls, "/-/ready"),
         # The eBPF loader child compiles with LLVM for a second at start (~150 MiB).
         "resources": {"requests": {"cpu": "10m", "memory": "64Mi"},
                       "limits": {"memory": "384Mi"}},
-        # Container root with every capability dropped but four: Kubernetes gives added
-        # capabilities to root only (no ambient capabilities for other users). See
-        # deploy/container/README.md and docs/security.md.
+        # Container root with every capability dropped but the unit's four and SYS_CHROOT
+        # (ampcli in the host root): Kubernetes gives added capabilities to root only (no
+        # ambient capabilities for other users). See deploy/container/README.md and
+        # docs/security.md.
         "securityContext": {
             "runAsUser": 0, "runAsNonRoot": False, "privileged": False,
             "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"], "add": list(CAPABILITIES)},
             "seccompProfile": {"type": "RuntimeDefault"},
+            # SELinux nodes (RHEL, OpenShift): the container_t a pod gets by default may not
+            # read the host's files through the hostPath mounts; spc_t (the type for
+            # containers that watch their host) may. Ignored where SELinux is off.
+            "seLinuxOptions": {"type": "spc_t"},
         },
         # The web config's first: where kustomize puts what a strategic merge patch adds.
         "volumeMounts": extra_mounts + [m for _, m in mounts]
