@@ -45,10 +45,10 @@ def test_bpf_fds_of_a_real_process_on_this_kernel(live_connector):
         exporter.close()
 
 
-def test_tcp_states_through_netlink(live_connector):
-    """The stand-in daemon connects to a listener on loopback; sock_diag sees it."""
-    import socket
-
+@contextlib.contextmanager
+def connected_daemon(live_connector):
+    """A stand-in ampdaemon holding a TCP connection to a listener on loopback, both ends
+    open while the block runs."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -59,14 +59,21 @@ def test_tcp_states_through_netlink(live_connector):
         assert daemon.stdout.readline().startswith("connected")
         peer, _ = listener.accept()
         with peer:
-            args = build_parser().parse_args(["textfile", "--output", "-",
-                                              "--collector.disable-defaults",
-                                              "--collector.network"])
-            exporter = make_exporter(args)
-            try:
-                s = scrape(exporter)
-            finally:
-                exporter.close()
+            yield daemon
+
+
+def test_tcp_states_through_netlink(live_connector):
+    """The stand-in daemon connects to a listener on loopback; sock_diag sees it."""
+
+    with connected_daemon(live_connector):
+        args = build_parser().parse_args(["textfile", "--output", "-",
+                                          "--collector.disable-defaults",
+                                          "--collector.network"])
+        exporter = make_exporter(args)
+        try:
+            s = scrape(exporter)
+        finally:
+            exporter.close()
     assert s.success() == {"network": 1}
     assert s.value("amp_exporter_network_source", source="netlink") == 1
     assert s.value("cisco_amp_tcp_connections", process="ampdaemon", state="established") == 1
@@ -254,21 +261,12 @@ def host_at(tmp_path: Path):
 
 
 def test_a_container_view_with_its_own_procfs_uses_sock_diag(tmp_path, live_connector):
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        code = (f"import socket,time; s=socket.create_connection(('127.0.0.1',{port})); "
-                "print('connected', flush=True); time.sleep(600)")
-        daemon = live_connector("ampdaemon", sys.executable, "-c", code)
-        assert daemon.stdout.readline().startswith("connected")
-        peer, _ = listener.accept()
-        with peer, host_at(tmp_path) as (pid, root):
-            server = served_in(pid, root, "--collector.events", "--collector.network")
-            try:
-                s = server.scrape()
-            finally:
-                server.stop()
+    with connected_daemon(live_connector), host_at(tmp_path) as (pid, root):
+        server = served_in(pid, root, "--collector.events", "--collector.network")
+        try:
+            s = server.scrape()
+        finally:
+            server.stop()
     assert s.success() == {"events": 1, "network": 1}
     assert s.value("amp_exporter_network_source", source="netlink") == 1
     assert s.value("cisco_amp_tcp_connections", process="ampdaemon", state="established") == 1
@@ -339,23 +337,14 @@ def test_the_hosts_procfs_from_another_pid_namespace_is_not_live(tmp_path, live_
     ours in another namespace. The host's connector is seen, but through proc/PID/net."""
     host_proc = tmp_path / "host-proc"
     host_proc.mkdir()
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        code = (f"import socket,time; s=socket.create_connection(('127.0.0.1',{port})); "
-                "print('connected', flush=True); time.sleep(600)")
-        daemon = live_connector("ampdaemon", sys.executable, "-c", code)
-        assert daemon.stdout.readline().startswith("connected")
-        peer, _ = listener.accept()
-        with peer:
-            needs_root_and_unshare()
-            result = subprocess.run(
-                ["unshare", "-m", "-p", "--kill-child", "sh", "-c",
-                 f"mount --rbind /proc {host_proc} && mount -t proc proc /proc && "
-                 'exec "$@"', "sh", sys.executable, "-c", IN_NAMESPACE, str(host_proc)],
-                capture_output=True, text=True, timeout=60, cwd=REPO,
-                env={**os.environ, "PYTHONPATH": str(REPO), "TZ": "UTC"})
+    with connected_daemon(live_connector):
+        needs_root_and_unshare()
+        result = subprocess.run(
+            ["unshare", "-m", "-p", "--kill-child", "sh", "-c",
+             f"mount --rbind /proc {host_proc} && mount -t proc proc /proc && "
+             'exec "$@"', "sh", sys.executable, "-c", IN_NAMESPACE, str(host_proc)],
+            capture_output=True, text=True, timeout=60, cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO), "TZ": "UTC"})
     assert result.returncode == 0, result.stderr
     assert "live False" in result.stderr
     s = Scrape(parse_exposition(result.stdout))
