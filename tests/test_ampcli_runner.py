@@ -12,27 +12,14 @@ import pytest
 from conftest import concurrently
 from test_http import Server
 from test_restarts import exporter_for, scrape
+from test_status_parser import REAL
 
 from amp_exporter.host.ampcli import OUTPUT_LIMIT, AmpcliRunner
 
 STATUS = "Status: Connected\\nMode: Normal\\nFaults: None\\n"
-# ampcli's real format (Cisco's documentation), after the noise lines it may print first.
-REAL_STATUS = """\
-[logger] Set minimum reported log level to notice
-Trying to connect...
-Connected.
-Status:          Connected
-Mode:            Degraded
-Scan:            Ready for scan
-Last Scan:       2023-06-19 02:02:03 PM
-Policy:          Audit Policy for FireAMP Linux (#1)
-Command-line:    Enabled
-Orbital:         Disabled
-Behavioural Protection: Protect
-Faults:          1 Major
-Fault IDs:       18
-ID 18 - Major: Connector event monitoring is overloaded. Investigate the most active processes.
-"""
+# ampcli's real format (test_status_parser.REAL), after the noise lines it may print first.
+REAL_STATUS = ("[logger] Set minimum reported log level to notice\nTrying to connect...\n"
+               "Connected.\n" + REAL)
 
 
 def script(tmp_path, body, name="ampcli"):
