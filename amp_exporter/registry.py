@@ -22,6 +22,7 @@ from amp_exporter.host.paths import HostPaths, NotRegularFile
 
 if TYPE_CHECKING:
     from amp_exporter.host.ampcli import AmpcliResult
+    from amp_exporter.host.linux import KernelFacts
     from amp_exporter.host.machinery import Machinery
 
 log = logging.getLogger("amp_exporter")
@@ -183,18 +184,37 @@ class SharedState:
         """Facts shared by the collectors of the scrape in this thread are looked at anew."""
         self.processes.begin_scrape()
         self._local.machinery = None
+        self._local.kernel = None
         self._local.ampcli = None
+
+    def kernel(self) -> KernelFacts:
+        """This scrape's kernel facts (release, modules, Secure Boot, BTF), read once for the
+        kernel collector and the machinery model; CollectorError when they cannot be."""
+        from amp_exporter.host import linux
+
+        found = getattr(self._local, "kernel", None)
+        if found is None:
+            try:
+                found = linux.kernel_facts(self.settings.paths)
+            except OSError as exc:
+                raise host_error(exc, "reading kernel facts") from exc
+            except ValueError as exc:
+                raise CollectorError("parse", str(exc)) from exc
+            self._local.kernel = found
+        return found
 
     def machinery(self) -> Machinery:
         """How the connector monitors each subsystem (machinery.py), once per scrape; raises
         CollectorError saying why it cannot be told (permission, missing, parse)."""
-        from amp_exporter.host import machinery
+        from amp_exporter.host import connector_files, machinery
 
         found = getattr(self._local, "machinery", None)
         if found is None:
+            kernel = self.kernel()
             try:
                 found = machinery.decide(machinery.gather(
-                    self.settings.paths, self.processes.snapshot(), self.reported_faults()))
+                    kernel, connector_files.connector_version(self.settings.paths),
+                    self.processes.snapshot(), self.reported_faults()))
             except OSError as exc:
                 raise host_error(exc, "telling how the connector monitors") from exc
             except ValueError as exc:

@@ -8,7 +8,7 @@ import fnmatch
 from amp_exporter.catalog import FAULTS_BY_ID
 from amp_exporter.causes import CauseCollector, Findings
 from amp_exporter.host import connector_files, linux, machinery
-from amp_exporter.registry import CollectorError, gauge, host_error, register
+from amp_exporter.registry import gauge, register
 
 # Always reported, 0 or 1, so dashboards and alerts see a module disappear.
 REPORTED_MODULES = machinery.CONNECTOR_MODULES
@@ -49,16 +49,8 @@ class KernelCollector(CauseCollector):
     fault_ids = (8, 9, 11, 16)
 
     def read(self):
-        try:
-            release = linux.kernel_release(self.paths)
-            modules = linux.loaded_modules(self.paths)
-            secure_boot = linux.secure_boot(self.paths)
-            btf = linux.btf_available(self.paths)
-        except OSError as exc:
-            raise host_error(exc, "reading kernel facts") from exc
-        except ValueError as exc:
-            raise CollectorError("parse", str(exc)) from exc
-        return release, modules, secure_boot, btf
+        k = self.shared.kernel()
+        return k.release, k.modules, k.secure_boot, k.btf
 
     def evidence(self, release, modules, secure_boot, btf) -> list:
         loaded = MODULE_LOADED.family()

@@ -62,10 +62,10 @@ class SELinuxCollector(CauseCollector):
         if not reported:
             # The connector's own word is absent: a cause needs eBPF in use or tried, and
             # nothing showing the policy allows it.
-            if self.shared.machinery().ebpf == "none":
+            used = self.shared.machinery()
+            if used.ebpf == "none":
                 return findings, evidence  # no eBPF here, so no bpf rule needed
-            held = sum(p.bpf_programs for p in self.shared.processes.snapshot().processes)
-            if held or rule:
+            if used.bpf_programs_held or rule:
                 return findings, evidence
         try:
             module = selinux.module_state(self.paths, st.policy_type, SELINUX_MODULE)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from typing import Optional
 
 from amp_exporter.host.paths import HostPaths, open_host_file, read_first_line, read_text
@@ -50,6 +51,22 @@ def loaded_modules(paths: HostPaths) -> dict[str, str]:
 
 def btf_available(paths: HostPaths) -> bool:
     return os.path.exists(paths.sys("kernel", "btf", "vmlinux"))
+
+
+@dataclass(frozen=True)
+class KernelFacts:
+    """What the kernel collector and the machinery model both need, read once a scrape."""
+
+    release: str
+    modules: dict[str, str]  # proc/modules: name -> state
+    secure_boot: Optional[bool]  # None: a BIOS boot
+    btf: bool
+
+
+def kernel_facts(paths: HostPaths) -> KernelFacts:
+    """Raises OSError as open() does, ValueError on a release or proc/modules it cannot read."""
+    return KernelFacts(kernel_release(paths), loaded_modules(paths), secure_boot(paths),
+                       btf_available(paths))
 
 
 def parse_efivar_bool(data: bytes) -> bool:

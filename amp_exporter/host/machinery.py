@@ -62,6 +62,7 @@ class Machinery:
     network: str  # kernel_modules | ebpf
     ebpf: str  # core | headers | none
     why: dict  # {"file" | "network" | "ebpf": the evidence that decided it, in words}
+    bpf_programs_held: int = 0  # by the connector's processes: evidence of its own
 
     def subsystem(self, name: str) -> str:
         return self.file if name == "file" else self.network
@@ -122,19 +123,21 @@ def decide(e: Evidence) -> Machinery:
     network, why_network = _subsystem("network", e)
     ebpf, why_ebpf = _ebpf(e, file, network)
     return Machinery(file, network, ebpf,
-                     {"file": why_file, "network": why_network, "ebpf": why_ebpf})
+                     {"file": why_file, "network": why_network, "ebpf": why_ebpf},
+                     e.bpf_programs_held)
 
 
-def gather(paths, snapshot, reported_faults: frozenset[int] = frozenset()) -> Evidence:
-    """Evidence from the host tree and the process table (raises OSError/ValueError)."""
+def gather(kernel, connector_version: Optional[str], snapshot,
+           reported_faults: frozenset[int] = frozenset()) -> Evidence:
+    """Evidence from this scrape's kernel facts (linux.KernelFacts), the connector's version
+    and the process table."""
     from amp_exporter.host import connector_files, linux
 
-    modules = linux.loaded_modules(paths)
     return Evidence(
-        kernel=linux.parse_release(linux.kernel_release(paths)),
-        btf=linux.btf_available(paths),
-        connector_version=connector_files.version_tuple(connector_files.connector_version(paths)),
+        kernel=linux.parse_release(kernel.release),
+        btf=kernel.btf,
+        connector_version=connector_files.version_tuple(connector_version),
         bpf_programs_held=sum(p.bpf_programs for p in snapshot.processes),
-        modules_loaded=frozenset(m for m in CONNECTOR_MODULES if m in modules),
+        modules_loaded=frozenset(m for m in CONNECTOR_MODULES if m in kernel.modules),
         reported_faults=reported_faults,
     )
