@@ -267,6 +267,23 @@ def other_alerts(config: Config) -> list[Rule]:
     ]
 
 
+def exporter_down(config: Config, expr: str, what: str, which: str = "") -> Rule:
+    """The host's target cannot be scraped: WHAT (amp-exporter, or the node_exporter that
+    serves its textfile, WHICH saying so) is down or unreachable."""
+    return {
+        "alert": f"{ALERT_PREFIX}ExporterDown",
+        "expr": expr,
+        "for": config.exporter_down_for,
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": f"{what} on {{{{ $labels.instance }}}}{which} cannot be scraped.",
+            "description": f"Prometheus has failed to scrape {what} on {{{{ $labels.instance }}}} "
+            f"for {config.exporter_down_for}: the health of its Cisco Secure Endpoint connector "
+            "is unknown and its other alerts are silenced.",
+        },
+    }
+
+
 def exporter_alerts(config: Config) -> list[Rule]:
     """Whether the series can be read at all: "down" for one host, "absent" for all. In the
     textfile deployment `up` is node_exporter's, so both look only at hosts that served
@@ -275,20 +292,8 @@ def exporter_alerts(config: Config) -> list[Rule]:
     if config.deployment == "textfile":
         served = f"{LAST_WRITE}{sel}"
         return [
-            {
-                "alert": f"{ALERT_PREFIX}ExporterDown",
-                "expr": f"up{sel} == 0 and on (job, instance) {served}",
-                "for": config.exporter_down_for,
-                "labels": {"severity": "warning"},
-                "annotations": {
-                    "summary": "node_exporter on {{ $labels.instance }}, which serves "
-                    "amp-exporter's textfile, cannot be scraped.",
-                    "description": "Prometheus has failed to scrape node_exporter on "
-                    "{{ $labels.instance }} for " + config.exporter_down_for + ": the health "
-                    "of its Cisco Secure Endpoint connector is unknown and its other alerts "
-                    "are silenced.",
-                },
-            },
+            exporter_down(config, f"up{sel} == 0 and on (job, instance) {served}",
+                          "node_exporter", ", which serves amp-exporter's textfile,"),
             {
                 "alert": f"{ALERT_PREFIX}ExporterAbsent",
                 "expr": f"absent(amp_exporter_build_info{sel})",
@@ -318,19 +323,7 @@ def exporter_alerts(config: Config) -> list[Rule]:
             },
         ]
     return [
-        {
-            "alert": f"{ALERT_PREFIX}ExporterDown",
-            "expr": f"up{sel} == 0",
-            "for": config.exporter_down_for,
-            "labels": {"severity": "warning"},
-            "annotations": {
-                "summary": "amp-exporter on {{ $labels.instance }} cannot be scraped.",
-                "description": "Prometheus has failed to scrape amp-exporter on "
-                "{{ $labels.instance }} for " + config.exporter_down_for + ": the health of "
-                "its Cisco Secure Endpoint connector is unknown and its other alerts are "
-                "silenced.",
-            },
-        },
+        exporter_down(config, f"up{sel} == 0", "amp-exporter"),
         {
             "alert": f"{ALERT_PREFIX}ExporterAbsent",
             "expr": f"absent(up{sel})",
