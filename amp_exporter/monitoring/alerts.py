@@ -429,10 +429,11 @@ def alert_names(config: Config = DEFAULT) -> list[str]:
                               if "alert" in r))
 
 
-def is_tiered(name: str, config: Config = DEFAULT) -> bool:
-    """Whether NAME takes the connector's severity (one rule per severity tier)."""
-    return sum(1 for g in alert_groups(config) for r in g["rules"]
-               if r.get("alert") == name) > 1
+def is_tiered(name: str) -> bool:
+    """Whether NAME takes the connector's severity: one rule per severity tier (every
+    catalog fault's alert, and the unknown fault's)."""
+    return name == f"{ALERT_PREFIX}UnknownFaultReported" or name in {
+        fault_alert_name(f) for f in FAULTS}
 
 
 # -- recording rules -----------------------------------------------------------------------

@@ -41,8 +41,8 @@ def _rule(name: str, config: Config) -> dict:
     raise KeyError(name)
 
 
-def _severity(rule: dict, config: Config, default: str = "") -> str:
-    if is_tiered(rule["alert"], config):
+def _severity(rule: dict, default: str = "") -> str:
+    if is_tiered(rule["alert"]):
         return ("Severity as the connector reports the fault: Critical pages (`critical`), "
                 "Major warns (`warning`), Minor informs (`info`); " +
                 (f"`{default}`" if default else "`warning`") + " when it reports none. One "
@@ -62,14 +62,14 @@ def _header(name: str, title: str, config: Config, default: str = "") -> list[st
         except KeyError:
             continue
     rule = shapes[0][1]
-    lines += [_severity(rule, config, default), ""]
+    lines += [_severity(rule, default), ""]
     # The textfile shape's rule is shown only where it differs by more than its selector.
     exprs = {r["expr"].replace(shape.selector, "") for shape, r in shapes}
     for shape, r in shapes:
         where = ("" if len(exprs) == 1 else
                  " (amp-exporter scraped as its own job)" if shape.deployment == "exporter"
                  else " (node_exporter serves amp-exporter's textfile)")
-        if is_tiered(name, shape):
+        if is_tiered(name):
             where += " (the critical tier; the others compare with 2 and 1)"
         lines += [f"Fires after `{r.get('for', '0s')}` of{where}:", "", "```promql", r["expr"],
                   "```", ""]
@@ -343,7 +343,7 @@ def runbooks(config: Config = DEFAULT) -> dict[str, str]:
             else:
                 raise KeyError(f"no runbook written for alert {name}")
             pages[f"{RUNBOOK_DIR}/{anchor}.md"] = text
-            severity = ("the connector's" if is_tiered(name, config)
+            severity = ("the connector's" if is_tiered(name)
                         else rule["labels"]["severity"])
             index.append(f"| {name} | {severity} | [{anchor}.md]({anchor}.md) |")
     pages[f"{RUNBOOK_DIR}/README.md"] = GENERATED + "\n".join(index) + "\n"
