@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import signal
@@ -26,6 +27,14 @@ from amp_exporter.host import ebpf_program
 
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# __NR_bpf per machine (the kernel's syscall tables); elsewhere the probe is skipped.
+SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "ppc64": 361, "s390x": 351,
+           "i686": 357, "i386": 357, "armv7l": 386}
+BPF_MAP_CREATE, BPF_MAP_TYPE_ARRAY = 0, 2
+CAP_BPF = 39
+SECCOMP_ADVICE = ("a seccomp filter refuses it although this process holds CAP_BPF: in a "
+                  "container, allow bpf and perf_event_open to CAP_BPF and CAP_PERFMON in "
+                  "its seccomp profile (deploy/container/seccomp-ebpf.py writes one)")
 
 
 def _tracefs() -> str | None:
@@ -52,6 +61,48 @@ def _available_tracepoints(tracefs: str) -> set[str]:
     return found
 
 
+def _status_fields() -> dict[str, str]:
+    try:
+        with open("/proc/self/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:
+        return {}
+
+
+def _seccomp_blocks_bpf() -> bool:
+    """True when a seccomp filter is on this process although it holds CAP_BPF: the one
+    case where an EPERM from bpf() is the filter's, not missing privilege (container
+    engines' default profiles gate bpf() by CAP_SYS_ADMIN only)."""
+    status = _status_fields()
+    try:
+        filtered = status.get("Seccomp", "0").strip() == "2"
+        return filtered and bool(int(status.get("CapEff", "0"), 16) >> CAP_BPF & 1)
+    except ValueError:
+        return False
+
+
+def _probe_bpf_syscall() -> None:
+    """Create (and close) a one-slot array map: a refused bpf() is then reported as
+    `permission`, saying whether privilege or a seccomp filter refused it, instead of
+    bcc's "Failed to compile BPF module" after a successful compile."""
+    number = SYS_BPF.get(os.uname().machine)
+    if number is None:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = (ctypes.c_uint32 * 12)(BPF_MAP_TYPE_ARRAY, 4, 4, 1)  # type, key, value, entries
+    fd = libc.syscall(number, BPF_MAP_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
+    if fd >= 0:
+        os.close(fd)
+        return
+    err, filtered = ctypes.get_errno(), _seccomp_blocks_bpf()
+    # A filter may answer ENOSYS (Podman's default errno); a kernel without bpf() does too,
+    # and that one is left to bcc to report.
+    if err in (errno.EPERM, errno.EACCES) or (err == errno.ENOSYS and filtered):
+        why = SECCOMP_ADVICE if filtered else (
+            "needs CAP_BPF and CAP_PERFMON (kernel 5.8+) or CAP_SYS_ADMIN")
+        raise LoaderError("permission", f"the kernel refuses bpf() ({os.strerror(err)}): {why}")
+
+
 def load() -> tuple[dict, list[int]]:
     """Compile and attach; returns (header, fds). Raises LoaderError with a bounded reason."""
     tracefs = _tracefs()
@@ -68,6 +119,7 @@ def load() -> tuple[dict, list[int]]:
     text, attached = ebpf_program.source(_available_tracepoints(tracefs))
     if not attached:
         raise LoaderError("no_tracepoints", "none of the event tracepoints exist")
+    _probe_bpf_syscall()
     try:
         bpf = BPF(text=text)
     except PermissionError as exc:
@@ -76,6 +128,9 @@ def load() -> tuple[dict, list[int]]:
         message = str(exc)
         denied = ("Operation not permitted", "Permission denied", "EPERM", "EACCES")
         reason = "permission" if any(word in message for word in denied) else "compile_failed"
+        if "attach" in message and _seccomp_blocks_bpf():
+            # bpf() passed the probe, so it is perf_event_open the filter refused.
+            reason, message = "permission", f"{message}: {SECCOMP_ADVICE}"
         raise LoaderError(reason, message[:500]) from exc
     # Each perf event fd holds its attached program, so the perf fds and the two map fds are
     # all the exporter needs: the programs stay loaded exactly as long as it keeps these.
