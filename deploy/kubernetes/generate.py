@@ -38,6 +38,8 @@ NAME = "amp-exporter"
 NAMESPACE = "amp-exporter"
 PORT = 9872
 IMAGE = "amp-exporter:0.1.0"  # built from deploy/container/Containerfile; push to your registry
+# On CRI-O nodes: the file seccomp-ebpf.py writes, in the kubelet's seccomp directory.
+SECCOMP_LOCALHOST = "amp-exporter-ebpf.json"
 # The systemd unit's four (deploy/systemd/amp-exporter.service), and SYS_CHROOT: with
 # --path.rootfs=/host the exporter runs ampcli chrooted into the host's root (the unit reads
 # the host at / and needs no chroot). See docs/security.md.
@@ -106,7 +108,17 @@ def web_config_volume() -> tuple[dict, dict]:
     return volume, {"name": "web-config", "mountPath": WEB_CONFIG_DIR, "readOnly": True}
 
 
-def daemonset(tls: bool = False) -> dict:
+def seccomp_profile(crio: bool = False) -> dict:
+    """RuntimeDefault: on containerd nodes that profile gates bpf() and perf_event_open() by
+    CAP_BPF and CAP_PERFMON (containerd#7301), which the eBPF loader holds. CRI-O's default
+    (containers-common) wants CAP_SYS_ADMIN for both: there the crio/ component points at
+    the profile deploy/container/seccomp-ebpf.py writes on each node."""
+    if crio:
+        return {"type": "Localhost", "localhostProfile": SECCOMP_LOCALHOST}
+    return {"type": "RuntimeDefault"}
+
+
+def daemonset(tls: bool = False, crio: bool = False) -> dict:
     mounts = [host_mount("host-root", "/", "/host", propagation=True),
               host_mount("sys", "/sys", "/sys"),
               host_mount("tracefs", "/sys/kernel/tracing", "/sys/kernel/tracing"),
@@ -134,7 +146,7 @@ def daemonset(tls: bool = False) -> dict:
             "runAsUser": 0, "runAsNonRoot": False, "privileged": False,
             "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"], "add": list(CAPABILITIES)},
-            "seccompProfile": {"type": "RuntimeDefault"},
+            "seccompProfile": seccomp_profile(crio),
             # SELinux nodes (RHEL, OpenShift): the container_t a pod gets by default may not
             # read the host's files through the hostPath mounts; spc_t (the type for
             # containers that watch their host) may. Ignored where SELinux is off.
@@ -253,12 +265,21 @@ def tls_service_monitor_patch() -> dict:
     return {**patch_target(full), "spec": {"endpoints": full["spec"]["endpoints"]}}
 
 
-def tls_component() -> dict:
+def crio_daemonset_patch() -> dict:
+    full = daemonset(crio=True)
+    container = full["spec"]["template"]["spec"]["containers"][0]
+    return {**patch_target(full), "spec": {"template": {"spec": {"containers": [
+        {"name": container["name"],
+         "securityContext": {"seccompProfile": container["securityContext"]["seccompProfile"]}},
+    ]}}}}
+
+
+def component(folder: str) -> dict:
     # A Component, not an overlay: kustomize refuses an overlay inside its base's directory
     # (a cycle), but a kustomization anywhere may list this under `components:`.
     return {"apiVersion": "kustomize.config.k8s.io/v1alpha1", "kind": "Component",
-            "patches": [{"path": name.removeprefix("tls/")} for name in MANIFESTS
-                        if name.startswith("tls/") and name.endswith("-patch.yaml")]}
+            "patches": [{"path": name[len(folder) + 1:]} for name in MANIFESTS
+                        if name.startswith(f"{folder}/") and name.endswith("-patch.yaml")]}
 
 
 MANIFESTS = {
@@ -271,7 +292,9 @@ MANIFESTS = {
     "kustomization.yaml": kustomization,
     "tls/daemonset-patch.yaml": tls_daemonset_patch,
     "tls/servicemonitor-patch.yaml": tls_service_monitor_patch,
-    "tls/kustomization.yaml": tls_component,
+    "tls/kustomization.yaml": lambda: component("tls"),
+    "crio/daemonset-patch.yaml": crio_daemonset_patch,
+    "crio/kustomization.yaml": lambda: component("crio"),
 }
 
 
