@@ -20,6 +20,11 @@ group kill apply as before) and tells over a close-on-exec pipe how far it got. 
 subprocess's preexec_fn, which runs Python in a forked copy of a threaded process and can
 deadlock there; not the chroot(8) program, whose exit codes 125-127 could be ampcli's own.
 chroot(2) needs CAP_SYS_CHROOT: without it the run is a "permission" failure that says so.
+In the self-contained build (scripts/build-dist: PyInstaller, sys.frozen) sys.executable is
+the exporter's own binary, not a Python: the helper runs as `BINARY FROZEN_HELPER_ARG ...`,
+which the frozen entry point (deploy/packages/frozen_main.py) hands to run_frozen_helper().
+There ampcli replaces a child of the binary's bootloaders rather than the process started,
+still in the same process group, so the deadline, the output cap and the group kill hold.
 """
 
 from __future__ import annotations
@@ -69,6 +74,25 @@ except OSError as exc:
     os.write(fd, ("!%s %d" % (step, exc.errno or 0)).encode())
 os._exit(127)
 """
+
+
+# The first argument that makes the frozen binary run _HELPER instead of the exporter.
+FROZEN_HELPER_ARG = "--amp-exporter-internal-chroot-helper"
+
+
+def helper_argv() -> list[str]:
+    """How to start _HELPER: this Python with -I -S, or the frozen binary as itself."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, FROZEN_HELPER_ARG]
+    return [sys.executable, "-I", "-S", "-c", _HELPER]
+
+
+def run_frozen_helper(args: list[str]) -> None:
+    """The frozen binary's helper: _HELPER with sys.argv[1:] = ARGS (FD ROOT PATH ARG...).
+    Never returns: it execs ampcli or exits 127."""
+    sys.argv[1:] = args
+    exec(compile(_HELPER, "<ampcli chroot helper>", "exec"), {"__name__": "__helper__"})
+    os._exit(127)  # _HELPER ends so; in case it did not
 
 
 def chroot_plan(path: str, rootfs: str, mode: str) -> tuple[Optional[str], str]:
@@ -253,8 +277,8 @@ class AmpcliRunner:
             try:
                 told, tell = os.pipe()
                 try:
-                    proc = _start([sys.executable, "-I", "-S", "-c", _HELPER, str(tell), root,
-                                   self.exec_path, "status"], keep=(tell,))
+                    proc = _start([*helper_argv(), str(tell), root, self.exec_path,
+                                   "status"], keep=(tell,))
                 finally:
                     os.close(tell)
             except OSError as exc:
