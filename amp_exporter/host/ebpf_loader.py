@@ -10,6 +10,10 @@ attached for as long as the exporter holds the perf-event fds.
 Protocol: one message on the socket (fd from argv[1]): a JSON header, with the fds as
 ancillary data in the order the header lists them. argv[2] is the exporter's PID: the
 loader dies with it.
+
+It attaches the programs itself with perf_event_open(2) on the tracefs it found: bcc
+before 0.26 looks for tracefs only under /sys/kernel/debug, which many hosts and
+containers lack.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import signal
@@ -30,7 +35,11 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # __NR_bpf per machine (the kernel's syscall tables); elsewhere the probe is skipped.
 SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "ppc64": 361, "s390x": 351,
            "i686": 357, "i386": 357, "armv7l": 386}
+# __NR_perf_event_open, likewise.
+SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "ppc64le": 319, "ppc64": 319,
+                       "s390x": 331, "i686": 336, "i386": 336, "armv7l": 364}
 BPF_MAP_CREATE, BPF_MAP_TYPE_ARRAY = 0, 2
+PERF_TYPE_TRACEPOINT, PERF_SAMPLE_RAW, PERF_FLAG_FD_CLOEXEC = 2, 1 << 10, 8
 CAP_BPF = 39
 SECCOMP_ADVICE = ("a seccomp filter refuses it although this process holds CAP_BPF: in a "
                   "container, allow bpf and perf_event_open to CAP_BPF and CAP_PERFMON in "
@@ -122,27 +131,88 @@ def load() -> tuple[dict, list[int]]:
     _probe_bpf_syscall()
     try:
         bpf = BPF(text=text)
+        programs = [(tp, bpf.load_func(ebpf_program.function_name(tp), BPF.TRACEPOINT).fd)
+                    for tp in attached]
     except PermissionError as exc:
         raise LoaderError("permission", str(exc)) from exc
     except Exception as exc:  # bcc raises Exception for compile and load errors alike
         message = str(exc)
         denied = ("Operation not permitted", "Permission denied", "EPERM", "EACCES")
         reason = "permission" if any(word in message for word in denied) else "compile_failed"
-        if "attach" in message and _seccomp_blocks_bpf():
-            # bpf() passed the probe, so it is perf_event_open the filter refused.
-            reason, message = "permission", f"{message}: {SECCOMP_ADVICE}"
         raise LoaderError(reason, message[:500]) from exc
     # Each perf event fd holds its attached program, so the perf fds and the two map fds are
     # all the exporter needs: the programs stay loaded exactly as long as it keeps these.
-    perf_fds = [fd for tp, fd in bpf.tracepoint_fds.items()]
-    header = {
-        "ok": True,
-        "tracepoints": [tp.decode() if isinstance(tp, bytes) else tp
-                        for tp in bpf.tracepoint_fds],
-        "maps": ["counts", "by_comm"],
-    }
+    perf_fds = []
+    try:
+        for tp, prog_fd in programs:
+            perf_fds.append(_attach(tracefs, tp, prog_fd))
+    except BaseException:
+        for fd in perf_fds:
+            os.close(fd)
+        raise
+    header = {"ok": True, "tracepoints": attached, "maps": ["counts", "by_comm"]}
     fds = [bpf["counts"].map_fd, bpf["by_comm"].map_fd, *perf_fds]
     return header, fds
+
+
+class _PerfEventAttr(ctypes.Structure):
+    """struct perf_event_attr as of PERF_ATTR_SIZE_VER0 (64 bytes, every kernel takes it)."""
+    _fields_ = [("type", ctypes.c_uint32), ("size", ctypes.c_uint32),
+                ("config", ctypes.c_uint64), ("sample_period", ctypes.c_uint64),
+                ("sample_type", ctypes.c_uint64), ("read_format", ctypes.c_uint64),
+                ("flags", ctypes.c_uint64), ("wakeup_events", ctypes.c_uint32),
+                ("bp_type", ctypes.c_uint32), ("config1", ctypes.c_uint64)]
+
+
+def _perf_ioctl(nr: int, writes_u32: bool) -> int:
+    """PERF_EVENT_IOC_* (linux/perf_event.h: _IO('$', nr) or _IOW('$', nr, __u32)), in
+    the machine's ioctl encoding (powerpc's differs from the generic one)."""
+    if os.uname().machine.startswith("ppc"):
+        none, write, dir_shift = 1, 4, 29
+    else:
+        none, write, dir_shift = 0, 1, 30
+    direction, size = (write, 4) if writes_u32 else (none, 0)
+    return direction << dir_shift | size << 16 | ord("$") << 8 | nr
+
+
+def _attach(tracefs: str, tracepoint: str, prog_fd: int) -> int:
+    """Attach a loaded tracepoint program as bcc does: one perf event on CPU 0 for all
+    processes (the program runs on every CPU), the program set on it, enabled. Returns the
+    perf event fd, which keeps the program attached and loaded."""
+    category, event = tracepoint.split(":")
+    try:
+        with open(os.path.join(tracefs, "events", category, event, "id")) as f:
+            tp_id = int(f.read())
+    except (OSError, ValueError) as exc:
+        raise LoaderError("loader_failed", f"cannot read the id of {tracepoint}: {exc}") from exc
+    number = SYS_PERF_EVENT_OPEN.get(os.uname().machine)
+    if number is None:
+        raise LoaderError("loader_failed", f"perf_event_open unknown on {os.uname().machine}")
+    attr = _PerfEventAttr(type=PERF_TYPE_TRACEPOINT, size=ctypes.sizeof(_PerfEventAttr),
+                          config=tp_id, sample_period=1, sample_type=PERF_SAMPLE_RAW,
+                          wakeup_events=1)
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(ctypes.c_long(number), ctypes.byref(attr), ctypes.c_long(-1),
+                      ctypes.c_long(0), ctypes.c_long(-1), ctypes.c_long(PERF_FLAG_FD_CLOEXEC))
+    if fd < 0:
+        raise _attach_error(tracepoint, "perf_event_open", ctypes.get_errno())
+    try:
+        fcntl.ioctl(fd, _perf_ioctl(8, True), prog_fd)  # PERF_EVENT_IOC_SET_BPF
+        fcntl.ioctl(fd, _perf_ioctl(0, False), 0)  # PERF_EVENT_IOC_ENABLE
+    except OSError as exc:
+        os.close(fd)
+        raise _attach_error(tracepoint, "ioctl", exc.errno or 0) from exc
+    return fd
+
+
+def _attach_error(tracepoint: str, call: str, err: int) -> LoaderError:
+    message = f"cannot attach to {tracepoint}: {call}: {os.strerror(err)}"
+    if err in (errno.EPERM, errno.EACCES):
+        # bpf() passed the probe: under a seccomp filter, it is perf_event_open it refuses.
+        why = SECCOMP_ADVICE if _seccomp_blocks_bpf() else (
+            "needs CAP_PERFMON (kernel 5.8+) or CAP_SYS_ADMIN")
+        return LoaderError("permission", f"{message}: {why}")
+    return LoaderError("loader_failed", message)
 
 
 class LoaderError(Exception):

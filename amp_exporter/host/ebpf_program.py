@@ -6,6 +6,13 @@ listen, send, receive), so our pressure figure follows the load the connector ab
 We use stable tracepoints (`sched:*`, `syscalls:sys_enter_*`), never kprobes: they are a
 kernel ABI, and some kernels have no kprobes at all.
 
+The loader runs on whatever bcc the host has (Debian 11's is 0.18; RHEL 8's is for its
+Python 3.6 only), so the text uses nothing bcc 0.2 lacked (by bcc's history;
+compiled and run here with 0.18 and 0.26): maps declared with BPF_TABLE (BPF_PERCPU_HASH
+came in 0.19, BPF_PERCPU_ARRAY in 0.4), entries created with update() (lookup_or_try_init
+came in 0.12), and plain functions the loader attaches itself (TRACEPOINT_PROBE would have
+bcc attach them, and bcc before 0.26 finds tracefs only under /sys/kernel/debug).
+
 Each hit adds one to a per-CPU array slot (no atomics, no trip to user space); one hit in
 TOP_SAMPLE per CPU and family also adds TOP_SAMPLE to a per-CPU hash keyed by command
 name, bounded in size, for the top processes (an estimate, exact enough for the busiest).
@@ -74,9 +81,9 @@ TOP_SAMPLE = 16
 
 _HEAD = f"""
 #define SAMPLE {TOP_SAMPLE}
-BPF_PERCPU_ARRAY(counts, u64, {len(FAMILY_NAMES) + 1});
+BPF_TABLE("percpu_array", u32, u64, counts, {len(FAMILY_NAMES) + 1});
 struct comm_key {{ char comm[{COMM_LEN}]; }};
-BPF_PERCPU_HASH(by_comm, struct comm_key, u64, {TOP_ENTRIES});
+BPF_TABLE("percpu_hash", struct comm_key, u64, by_comm, {TOP_ENTRIES});
 
 static __always_inline int hit(u32 family) {{
     u64 *count = counts.lookup(&family);
@@ -89,9 +96,15 @@ static __always_inline int hit(u32 family) {{
         return 0;
     struct comm_key key = {{}};
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
-    u64 zero = 0;
-    /* bcc's increment() never creates entries in a per-CPU hash: init explicitly. */
-    u64 *per_comm = by_comm.lookup_or_try_init(&key, &zero);
+    u64 *per_comm = by_comm.lookup(&key);
+    if (!per_comm) {{
+        /* Create it: update() fails only when the table is full. (bcc's increment()
+           creates no entry in a per-CPU hash.) Only this CPU writes its own slot, so
+           another CPU creating the entry meanwhile loses nothing. */
+        u64 zero = 0;
+        by_comm.update(&key, &zero);
+        per_comm = by_comm.lookup(&key);
+    }}
     if (per_comm) {{
         (*per_comm) += SAMPLE;
     }} else {{
@@ -105,16 +118,23 @@ static __always_inline int hit(u32 family) {{
 """
 
 
-def source(available: set[str]) -> tuple[str, list[str]]:
-    """The C text for the tracepoints this kernel has, and their list."""
+def function_name(tracepoint: str) -> str:
+    """The C function counting TRACEPOINT ("category:event"). Not bcc's tracepoint__
+    prefix: bcc would attach those itself, through a tracefs path old versions get wrong."""
+    category, event = tracepoint.split(":")
+    return f"count__{category}__{event}"
+
+
+def source(available: set[str] | frozenset[str]) -> tuple[str, list[str]]:
+    """The C text for the tracepoints this kernel has, and their list (in the order of
+    FAMILIES); each is counted by function_name(tracepoint)."""
     parts = [_HEAD]
     attached = []
     for index, (family, tracepoints) in enumerate(FAMILIES.items()):
         for tp in tracepoints:
             if tp not in available:
                 continue
-            category, event = tp.split(":")
-            parts.append(f"TRACEPOINT_PROBE({category}, {event}) {{ return hit({index}); }}"
+            parts.append(f"int {function_name(tp)}(void *ctx) {{ return hit({index}); }}"
                          f" /* {family} */\n")
             attached.append(tp)
     return "".join(parts), attached
