@@ -11,19 +11,21 @@ Protocol: one message on the socket (fd from argv[1]): a JSON header, with the f
 ancillary data in the order the header lists them. argv[2] is the exporter's PID: the
 loader dies with it.
 
-It attaches the programs itself with perf_event_open(2) on the tracefs it found: bcc
-before 0.26 looks for tracefs only under /sys/kernel/debug, which many hosts and
-containers lack.
+It runs under whatever Python has the host's bcc, so this module and ebpf_program (and
+the package __init__ files) stay Python 3.6 (RHEL 8's platform-python): no PEP 563, no
+PEP 585/604 at run time (annotations are strings), no walrus, no socket.send_fds. It
+attaches the programs itself with perf_event_open(2) on the tracefs it found: bcc before
+0.26 looks for tracefs only under /sys/kernel/debug, which many hosts and containers lack.
 """
 
-from __future__ import annotations
-
+import array
 import contextlib
 import ctypes
 import errno
 import fcntl
 import json
 import os
+import platform
 import signal
 import socket
 import sys
@@ -46,7 +48,7 @@ SECCOMP_ADVICE = ("a seccomp filter refuses it although this process holds CAP_B
                   "its seccomp profile (deploy/container/seccomp-ebpf.py writes one)")
 
 
-def _tracefs() -> str | None:
+def _tracefs() -> "str | None":
     """The mounted tracefs; raises LoaderError("permission") when it is there but closed to
     us (it is mode 0700: CAP_DAC_READ_SEARCH reads it without root)."""
     for path in TRACEFS_DIRS:
@@ -60,7 +62,7 @@ def _tracefs() -> str | None:
     return None
 
 
-def _available_tracepoints(tracefs: str) -> set[str]:
+def _available_tracepoints(tracefs: str) -> "set[str]":
     found = set()
     for tracepoints in ebpf_program.FAMILIES.values():
         for tp in tracepoints:
@@ -70,7 +72,7 @@ def _available_tracepoints(tracefs: str) -> set[str]:
     return found
 
 
-def _status_fields() -> dict[str, str]:
+def _status_fields() -> "dict[str, str]":
     try:
         with open("/proc/self/status") as f:
             return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
@@ -112,7 +114,7 @@ def _probe_bpf_syscall() -> None:
         raise LoaderError("permission", f"the kernel refuses bpf() ({os.strerror(err)}): {why}")
 
 
-def load() -> tuple[dict, list[int]]:
+def load() -> "tuple[dict, list[int]]":
     """Compile and attach; returns (header, fds). Raises LoaderError with a bounded reason."""
     tracefs = _tracefs()
     if tracefs is None:
@@ -150,9 +152,18 @@ def load() -> tuple[dict, list[int]]:
         for fd in perf_fds:
             os.close(fd)
         raise
-    header = {"ok": True, "tracepoints": attached, "maps": ["counts", "by_comm"]}
+    header = {"ok": True, "tracepoints": attached, "maps": ["counts", "by_comm"],
+              "python": platform.python_version(), "bcc": _bcc_version()}
     fds = [bpf["counts"].map_fd, bpf["by_comm"].map_fd, *perf_fds]
     return header, fds
+
+
+def _bcc_version() -> str:
+    try:
+        import bcc  # imported by load() already
+        return str(bcc.__version__)
+    except (ImportError, AttributeError):  # bcc before 0.6.1 has no __version__
+        return "unknown"
 
 
 class _PerfEventAttr(ctypes.Structure):
@@ -205,7 +216,7 @@ def _attach(tracefs: str, tracepoint: str, prog_fd: int) -> int:
     return fd
 
 
-def _attach_error(tracepoint: str, call: str, err: int) -> LoaderError:
+def _attach_error(tracepoint: str, call: str, err: int) -> "LoaderError":
     message = f"cannot attach to {tracepoint}: {call}: {os.strerror(err)}"
     if err in (errno.EPERM, errno.EACCES):
         # bpf() passed the probe: under a seccomp filter, it is perf_event_open it refuses.
@@ -231,16 +242,24 @@ def _die_with_parent(exporter_pid: int) -> None:
         os._exit(1)
 
 
+def send(sock: socket.socket, header: dict, fds: "list[int]") -> None:
+    """The one message: HEADER as JSON, FDS as one SCM_RIGHTS array of ints, exactly what
+    socket.send_fds (3.9+) sends; the exporter receives it with socket.recv_fds."""
+    sock.sendmsg([json.dumps(header).encode()],
+                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+
+
 def main() -> None:
     _die_with_parent(int(sys.argv[2]))
-    sock = socket.socket(fileno=int(sys.argv[1]))
+    # family and type given: Python 3.6 does not detect them from the fd (3.7 does)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=int(sys.argv[1]))
     try:
         header, fds = load()
     except LoaderError as exc:
         header, fds = {"ok": False, "reason": exc.reason, "message": str(exc)}, []
     except Exception as exc:  # never die silently: the exporter waits for an answer
         header, fds = {"ok": False, "reason": "loader_failed", "message": repr(exc)[:500]}, []
-    socket.send_fds(sock, [json.dumps(header).encode()], fds)
+    send(sock, header, fds)
     sock.close()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -16,12 +16,13 @@ bcc attach them, and bcc before 0.26 finds tracefs only under /sys/kernel/debug)
 Each hit adds one to a per-CPU array slot (no atomics, no trip to user space); one hit in
 TOP_SAMPLE per CPU and family also adds TOP_SAMPLE to a per-CPU hash keyed by command
 name, bounded in size, for the top processes (an estimate, exact enough for the busiest).
+
+The loader imports this module, so it stays Python 3.6: no PEP 563, and the annotations
+are strings (PEP 585/604 generics are evaluated at run time otherwise).
 """
 
-from __future__ import annotations
-
 # family -> tracepoints ("category:event"); a tracepoint missing on a kernel is skipped.
-FAMILIES: dict[str, tuple[str, ...]] = {
+FAMILIES: "dict[str, tuple[str, ...]]" = {
     "process_exec": ("sched:sched_process_exec",),
     "process_fork": ("sched:sched_process_fork",),
     "process_exit": ("sched:sched_process_exit",),
@@ -51,7 +52,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
                     "syscalls:sys_enter_recvmmsg"),
 }
 # What each family counts, for docs/metrics.md (one entry per family; a test checks it).
-FAMILY_HELP: dict[str, str] = {
+FAMILY_HELP: "dict[str, str]" = {
     "process_exec": "programs started (a successful execve/execveat)",
     "process_fork": "processes and threads created (fork, vfork, clone)",
     "process_exit": "processes and threads that ended",
@@ -69,7 +70,7 @@ FAMILY_HELP: dict[str, str] = {
     "net_receive": "datagrams and messages received with recv*/recvfrom/recvmsg (calls)",
 }
 # The families the procfs fallback can tell, and from what.
-PROCFS_FAMILIES: dict[str, str] = {"process_fork": "proc/stat `processes` (forks since boot)"}
+PROCFS_FAMILIES: "dict[str, str]" = {"process_fork": "proc/stat `processes` (forks since boot)"}
 FAMILY_NAMES = tuple(FAMILIES)
 # One more slot in the counts array: hits whose command could not enter the full hash.
 DROPPED_SLOT = len(FAMILY_NAMES)
@@ -125,7 +126,7 @@ def function_name(tracepoint: str) -> str:
     return f"count__{category}__{event}"
 
 
-def source(available: set[str] | frozenset[str]) -> tuple[str, list[str]]:
+def source(available: "set[str] | frozenset[str]") -> "tuple[str, list[str]]":
     """The C text for the tracepoints this kernel has, and their list (in the order of
     FAMILIES); each is counted by function_name(tracepoint)."""
     parts = [_HEAD]
