@@ -90,9 +90,11 @@ def common_flags() -> argparse.ArgumentParser:
     g = p.add_argument_group("events (fault 18)")
     g.add_argument("--events.source", dest="events_source", choices=["auto", "ebpf", "procfs"],
                    default="auto", help="auto: eBPF where the host allows it, else procfs")
-    g.add_argument("--events.python", dest="events_python", default=sys.executable,
+    g.add_argument("--events.python", dest="events_python", default="auto",
                    metavar="PATH", help="Python that runs the eBPF loader; must import bcc "
-                   "(default: this one)")
+                   "(default auto: the first that does of this Python, "
+                   "/usr/libexec/platform-python, /usr/bin/python3, /usr/bin/python3.N newest "
+                   "first, /usr/local/bin/python3; searched in the background at start-up)")
     g.add_argument("--events.load-timeout", dest="events_load_timeout", type=_number(float),
                    default=60.0, metavar="SECONDS", help="give up loading eBPF after this long")
     g.add_argument("--events.window", dest="events_window", type=_number(float),

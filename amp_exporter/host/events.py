@@ -3,17 +3,25 @@
 EbpfEvents owns the fds the loader hands over and reads the maps with the bpf() syscall;
 the serving process never imports bcc. ProcfsEvents reads `proc/stat`, which every host
 has, for what it can count (forks, context switches).
+
+The loader runs under the Python that has the host's bcc (--events.python, else the first
+of bcc_python_candidates() that can import it, found in the background at start-up):
+bcc is a distribution package, bound to the distribution's own Python, which need not be
+the one serving (a virtualenv, RHEL 8's platform-python 3.6, a frozen build).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
+import re
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from typing import Optional
@@ -27,16 +35,83 @@ log = logging.getLogger("amp_exporter.host.events")
 UNAVAILABLE_REASONS = ("starting", "disabled", "one_shot", "not_live_host", "no_tracefs",
                        "no_headers", "no_bcc", "no_tracepoints", "permission", "compile_failed",
                        "loader_failed", "timeout", "read_failed")
-# The directory that holds the amp_exporter package (this file is amp_exporter/host/...).
+# The directory that holds the amp_exporter package (this file is amp_exporter/host/...),
+# put on the loader's PYTHONPATH. In a PyInstaller build __file__ lies under sys._MEIPASS,
+# where the build puts the plain source of the loader's modules for the host's Python.
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Exits 0 when bcc can be imported (without importing it: that costs ~65 MiB and a second).
+_HAS_BCC = "import importlib.util,sys; sys.exit(importlib.util.find_spec('bcc') is None)"
+AUTO = ("", "auto")  # --events.python values that ask for the search
+
+
+def bcc_python_candidates() -> list[str]:
+    """Where a distribution's Python with bcc may be, most likely first: this Python
+    (unless frozen: then it is no Python), RHEL 8's platform-python, the distribution's
+    python3 and python3.N (newest first), a locally built one."""
+    found = [] if getattr(sys, "frozen", False) else [sys.executable]
+    found += ["/usr/libexec/platform-python", "/usr/bin/python3"]
+    versioned = [p for p in glob.glob("/usr/bin/python3.*")
+                 if re.fullmatch(r"python3\.\d+", os.path.basename(p))]
+    found += sorted(versioned, key=lambda p: -int(p.rsplit(".", 1)[1]))
+    found.append("/usr/local/bin/python3")
+    return list(dict.fromkeys(p for p in found if p))
+
+
+def child_env(pythonpath: Optional[str] = None) -> dict[str, str]:
+    """The environment for a Python we start: ours, but a frozen build's bundled library
+    path (PyInstaller's LD_LIBRARY_PATH, the original kept in LD_LIBRARY_PATH_ORIG) is
+    undone, or the host's Python would load our bundled libraries."""
+    env = dict(os.environ)
+    if getattr(sys, "frozen", False):
+        original = env.pop("LD_LIBRARY_PATH_ORIG", None)
+        env.pop("LD_LIBRARY_PATH", None)
+        if original:
+            env["LD_LIBRARY_PATH"] = original
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (pythonpath, os.environ.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def find_bcc_python(candidates: list[str], timeout: float = 10.0
+                    ) -> tuple[Optional[str], list[str]]:
+    """(the first candidate that can import bcc or None, what was found of each tried)."""
+    tried = []
+    for python in candidates:
+        if not os.access(python, os.X_OK):
+            tried.append(f"{python} (not found)")
+            continue
+        try:
+            result = subprocess.run([python, "-I", "-c", _HAS_BCC], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    env=child_env(), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            tried.append(f"{python} (no answer in {timeout:g} s)")
+            continue
+        except OSError as exc:
+            tried.append(f"{python} ({exc.strerror or exc})")
+            continue
+        if result.returncode == 0:
+            return python, tried
+        tried.append(f"{python} (no bcc)")
+    return None, tried
+
+
+def receive(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """The loader's one message (ebpf_loader.send): the JSON header and the fds."""
+    message, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 255)
+    return message, fds
 
 
 class EbpfEvents:
-    def __init__(self, python: str, timeout: float) -> None:
-        self.python = python
+    def __init__(self, python: Optional[str], timeout: float) -> None:
+        """PYTHON runs the loader; None, "" or "auto": the first Python found with bcc."""
+        self.python = None if python in (None, *AUTO) else python
+        self.loader: dict[str, str] = {}  # the loader's python and bcc versions, once active
         self.timeout = timeout
         self.state = "starting"  # starting | active | unavailable
         self.reason = "starting"
+        self.message = ""  # why it is unavailable, in words
         self.tracepoints: list[str] = []
         self.load_seconds: Optional[float] = None
         self._fds: list[int] = []
@@ -53,21 +128,29 @@ class EbpfEvents:
 
     def _fail(self, reason: str, message: str) -> None:
         with self._lock:
-            self.state, self.reason = "unavailable", reason
+            self.state, self.reason, self.message = "unavailable", reason, message
         log.warning("eBPF event source unavailable, using procfs",
                     extra={"reason": reason, "err": message})
 
     def _load(self) -> None:
         start = time.monotonic()
+        if self.python is None:
+            python, tried = find_bcc_python(bcc_python_candidates(), min(10.0, self.timeout))
+            if python is None:
+                return self._fail("no_bcc", "no Python that can import bcc (install "
+                                  "python3-bpfcc, or name one with --events.python); tried "
+                                  + ", ".join(tried))
+            log.info("eBPF loader Python found", extra={"python": python,
+                                                        "skipped": "; ".join(tried) or "none"})
+            self.python = python
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (_PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")) if p)}
         try:
             proc = subprocess.Popen(
                 [self.python, "-m", "amp_exporter.host.ebpf_loader", str(child.fileno()),
                  str(os.getpid())],
                 pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                env=child_env(_PACKAGE_PARENT))
         except OSError as exc:
             parent.close()
             child.close()
@@ -75,7 +158,7 @@ class EbpfEvents:
         child.close()
         try:
             parent.settimeout(self.timeout)
-            message, fds, _flags, _addr = socket.recv_fds(parent, 1 << 16, 255)
+            message, fds = receive(parent)
         except (OSError, socket.timeout) as exc:
             proc.kill()
             proc.wait()
@@ -107,10 +190,13 @@ class EbpfEvents:
             self._counts = bpfsys.PerCPUMap(fds[0], 4, cpus)
             self._by_comm = bpfsys.PerCPUMap(fds[1], ebpf_program.COMM_LEN, cpus)
             self.tracepoints = header.get("tracepoints", [])
+            self.loader = {"python": self.python, "python_version": header.get("python", ""),
+                           "bcc": header.get("bcc", "")}
             self.state, self.reason = "active", ""
             self.load_seconds = time.monotonic() - start
         log.info("eBPF event source active", extra={
-            "tracepoints": len(self.tracepoints), "seconds": round(self.load_seconds, 3)})
+            "tracepoints": len(self.tracepoints), "seconds": round(self.load_seconds, 3),
+            **self.loader})
         return None
 
     def counts(self) -> tuple[dict[str, int], int]:
