@@ -81,6 +81,10 @@ def test_real_ebpf_counts_execs_opens_and_connects(tmp_path):
     try:
         collector.ebpf.wait(60)
         assert collector.ebpf.state == "active", collector.ebpf.reason
+        # --events.python auto: this Python (the venv, seeing Debian's bcc) is tried first.
+        assert build_parser().parse_args(["serve"]).events_python == "auto"
+        assert collector.ebpf.python == sys.executable
+        assert collector.ebpf.loader["bcc"], collector.ebpf.loader
         before = scrape(exporter)
         assert before.value("amp_exporter_events_source", source="ebpf") == 1
         execs, opens, connects = 1000, 2000, 200
