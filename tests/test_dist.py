@@ -386,6 +386,31 @@ def test_the_deb_installs_runs_and_goes_away_cleanly(dist, bookworm, tmp_path):
     assert run(chrooted(root, "getent", "passwd", "amp-exporter"), env=ENV).returncode == 0
 
 
+def unpack_rpm(dest: Path) -> None:
+    unpack = subprocess.run(
+        f"rpm2cpio {RPM} | cpio --extract --make-directories --preserve-modification-time "
+        f"--quiet -D {dest}", shell=True, capture_output=True, text=True, timeout=60)
+    assert unpack.returncode == 0 and not unpack.stderr, unpack.stderr
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"),
+                    reason="systemd-analyze (Debian systemd) missing")
+def test_the_packaged_units_pass_systemd_analyze_verify(dist, tmp_path):
+    """The units as the packages install them (rewritten at build time)."""
+    run(["dpkg-deb", "--extract", str(DEB), str(tmp_path / "deb")])
+    unpack_rpm(tmp_path / "rpm")
+    for tree, unitdir in (("deb", "lib/systemd/system"), ("rpm", "usr/lib/systemd/system")):
+        out = tmp_path / f"{tree}-units"
+        out.mkdir()
+        for unit in UNITS:  # verify wants ExecStart to exist: the binary they install
+            text = (tmp_path / tree / unitdir / unit).read_text()
+            (out / unit).write_text(text.replace("/usr/bin/amp-exporter", str(BINARY)))
+        result = run(["systemd-analyze", "verify", *(str(out / u) for u in UNITS)],
+                     check=False)
+        assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), \
+            tree + ": " + result.stdout + result.stderr
+
+
 def test_maintainer_scripts_pass_shellcheck(tmp_path):
     shellcheck = REPO / ".venv/bin/shellcheck"
     if not shellcheck.exists():
@@ -465,10 +490,7 @@ def test_the_rpm_scriptlets_make_the_user_and_leave_systemd_alone_without_it(
 
 def test_the_rpm_unpacked_into_an_empty_root_runs(dist, tmp_path):
     root = empty_root(tmp_path / "root", binary=None)
-    unpack = subprocess.run(
-        f"rpm2cpio {RPM} | cpio --extract --make-directories --preserve-modification-time "
-        f"--quiet -D {root}", shell=True, capture_output=True, text=True, timeout=60)
-    assert unpack.returncode == 0 and not unpack.stderr, unpack.stderr
+    unpack_rpm(root)
     assert (root / "usr/bin/amp-exporter").read_bytes() == BINARY.read_bytes()
     unit = (root / "usr/lib/systemd/system/amp-exporter.service").read_text()
     assert "EnvironmentFile=-/etc/sysconfig/amp-exporter\n" in unit
