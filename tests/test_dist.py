@@ -272,11 +272,13 @@ def test_the_frozen_chroot_helper_runs_ampcli_only_in_the_host_root(dist, tmp_pa
     assert "CAP_SYS_CHROOT" in result.stdout
 
 
-def test_the_frozen_exporter_loads_ebpf_with_the_hosts_python(dist, ebpf_ready):
-    """The loader runs under /usr/bin/python3 (it has bcc) from the plain sources the
-    bundle unpacks, and hands its programs over: the eBPF source becomes active."""
-    server = Serving([str(BINARY), "serve", "--events.python", "/usr/bin/python3"],
-                     env={**os.environ, "TZ": "UTC"})
+@pytest.mark.parametrize("flags", [("--events.python", "/usr/bin/python3"), ()],
+                         ids=["given", "found"])
+def test_the_frozen_exporter_loads_ebpf_with_the_hosts_python(dist, ebpf_ready, flags):
+    """The loader runs under /usr/bin/python3 (it has bcc; given, or found by the default
+    search, which skips the frozen binary) from the plain sources the bundle unpacks, and
+    hands its programs over: the eBPF source becomes active."""
+    server = Serving([str(BINARY), "serve", *flags], env={**os.environ, "TZ": "UTC"})
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -288,7 +290,8 @@ def test_the_frozen_exporter_loads_ebpf_with_the_hosts_python(dist, ebpf_ready):
         assert s.value("amp_exporter_events_source", source="procfs") == 0
     finally:
         assert server.stop() == 0
-    assert "eBPF event source active" in "".join(server.lines)
+    assert re.search(r'msg="eBPF event source active".* python=/usr/bin/python3 ',
+                     "".join(server.lines)), "".join(server.lines)
 
 
 # -- the .deb -----------------------------------------------------------------------------
