@@ -1,13 +1,18 @@
-"""What scripts/build-dist makes, built here and run for real: the self-contained binary in a
-root that holds nothing else, the .deb installed into a `debootstrap --variant=minbase
-bookworm` root and removed again, and the .rpm read with rpm's own tools and unpacked.
+"""What scripts/build-dist makes, built here and run for real: the self-contained build (the
+tarball, extracted at a root's /) in a root that holds nothing else and in a `debootstrap
+--variant=minbase bullseye` root (glibc 2.31, older than the bundle's 2.36), the .deb
+installed into a `debootstrap --variant=minbase bookworm` root and removed again, and the
+.rpm read with rpm's own tools and unpacked.
 
 The artifacts are built once a session by ./scripts/build-dist (or reused when they are
 newer than every source they are made of). Every run that could touch this machine does so
 in a private mount namespace (`unshare --mount --propagation private`), chrooted.
 
-The roots: the exporter's own root is empty but for the binary, a proc mount, /dev/null
-and friends, and an empty /tmp (no libc, no loader, no shell). The example host tree copied
+The roots: the exporter's own root is empty but for the bundle (/usr/lib/amp-exporter and the
+link /usr/bin/amp-exporter), a proc mount, /dev/null and friends, and an empty /tmp (no libc
+but the bundle's, no shell). The bundle runs only at /usr/lib/amp-exporter (its program names
+its loader there): on this machine (the eBPF test) it is put there in a private mount
+namespace, with a read-only overlay of its usr/lib over /usr/lib. The example host tree copied
 in at /host gets a /bin/sh (dash and the libraries it needs, under /host only) so that its
 stand-in ampcli starts in the host's root, as a real ampcli does: so --ampcli.chroot=auto
 chroots into /host, through the frozen binary's own chroot helper. Its answers are compared
@@ -15,6 +20,7 @@ with the source install's on the same tree."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import re
@@ -29,19 +35,24 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import REPO, Scrape, builder, parse_exposition, run_exporter
-from test_ampcli_chroot import install, make_root
+from test_ampcli_chroot import IN_ROOT_ONLY, install, make_root, set_ampcli
 
 from amp_exporter import __version__
 
 VERSION = __version__
 DIST = REPO / "dist"
-BINARY = DIST / f"amp-exporter-{VERSION}-linux-x86_64"
+TARBALL = DIST / f"amp-exporter-{VERSION}-linux-x86_64.tar.gz"
 DEB = DIST / f"amp-exporter_{VERSION}_amd64.deb"
 RPM = DIST / f"amp-exporter-{VERSION}-1.x86_64.rpm"
-PYINSTALLER_ONLY = REPO / "build/dist-work/pyinstaller/amp-exporter"  # before staticx
-ARTIFACTS = (BINARY, DEB, RPM, PYINSTALLER_ONLY)
+# PyInstaller's build before deploy/packages/selfcontain.py bundled glibc into it.
+PYINSTALLER_ONLY = REPO / "build/dist-work/pyinstaller/amp-exporter"
+ARTIFACTS = (TARBALL, DEB, RPM, PYINSTALLER_ONLY / "amp-exporter")
+PREFIX = "/usr/lib/amp-exporter"
+LOADER = f"{PREFIX}/_internal/ld-linux-x86-64.so.2"
+EXPORTER = "/usr/bin/amp-exporter"
 SOURCES = ("amp_exporter", "deploy/systemd", "deploy/packages", "scripts/build-dist",
            "pyproject.toml")
 MIRROR = "http://deb.debian.org/debian"
@@ -93,6 +104,26 @@ def dist() -> None:
     assert all(p.exists() for p in ARTIFACTS)
 
 
+@pytest.fixture(scope="session")
+def tree(dist, tmp_path_factory) -> Path:
+    """The tarball extracted, once a session (read-only: what the packages must hold too)."""
+    dest = tmp_path_factory.mktemp("tarball")
+    run(["tar", "-C", str(dest), "-xzf", str(TARBALL)])
+    return dest
+
+
+def bundle_files(root: Path) -> dict[str, tuple]:
+    """{path under ROOT: (kind, mode, link target or content digest)} of the bundle."""
+    found = {}
+    for path in [root / PREFIX[1:], *sorted((root / PREFIX[1:]).rglob("*")), root / EXPORTER[1:]]:
+        st = path.lstat()
+        what = (os.readlink(path) if path.is_symlink() else
+                hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None)
+        found[str(path.relative_to(root))] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode),
+                                              what)
+    return found
+
+
 def run(argv: list[str], timeout: float = 120, check: bool = True,
         **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
@@ -109,9 +140,9 @@ def chrooted(root: Path, *argv: str, userspec: str | None = None) -> list[str]:
             str(root), *spec, str(root), *argv]
 
 
-def empty_root(base: Path, binary: Path | None = BINARY) -> Path:
-    """A root with only BINARY at /amp-exporter, an empty proc, /dev's usual four nodes
-    and an empty /tmp."""
+def empty_root(base: Path, bundle: bool = True) -> Path:
+    """A root with only the tarball extracted at / (when BUNDLE), an empty proc, /dev's
+    usual four nodes and an empty /tmp."""
     base.mkdir(parents=True)
     base.chmod(0o755)
     for d in ("proc", "dev", "tmp"):
@@ -120,9 +151,20 @@ def empty_root(base: Path, binary: Path | None = BINARY) -> Path:
     for name, minor in (("null", 3), ("zero", 5), ("random", 8), ("urandom", 9)):
         os.mknod(base / "dev" / name, stat.S_IFCHR | 0o666, os.makedev(1, minor))
         (base / "dev" / name).chmod(0o666)  # past the umask
-    if binary is not None:
-        shutil.copy2(binary, base / "amp-exporter")
+    if bundle:
+        run(["tar", "-C", str(base), "-xzf", str(TARBALL)])
     return base
+
+
+def on_this_machine(tree: Path, *argv: str) -> list[str]:
+    """ARGV run on this machine with the bundle of TREE at /usr/lib/amp-exporter: a private
+    mount namespace with TREE/usr/lib laid read-only over /usr/lib (overlayfs)."""
+    with open("/proc/filesystems") as f:
+        if "overlay" not in f.read():
+            pytest.skip("no overlayfs: cannot put the bundle at /usr/lib/amp-exporter here")
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount -t overlay overlay -o "lowerdir=$0/usr/lib:/usr/lib" /usr/lib && exec "$@"',
+            str(tree), *argv]
 
 
 def add_host(root: Path, name: str, work: Path) -> Path:
@@ -150,7 +192,7 @@ def source(*args: str, host: Path) -> subprocess.CompletedProcess:
 
 
 def same_as_source(root: Path, host: Path, argv_prefix: list[str] | None = None,
-                   exporter: str = "/amp-exporter") -> None:
+                   exporter: str = EXPORTER) -> None:
     """textfile and check in ROOT (host at /host) answer as the source install does."""
     prefix = argv_prefix or []
     frozen = run(chrooted(root, *prefix, exporter, "textfile", "--output", "-",
@@ -166,20 +208,79 @@ def same_as_source(root: Path, host: Path, argv_prefix: list[str] | None = None,
         reference.returncode, reference.stdout.replace(str(host), "/host")), frozen.stderr
 
 
-# -- the self-contained binary --------------------------------------------------------------
+# -- the self-contained build ---------------------------------------------------------------
 
-def test_pyinstaller_alone_needs_a_glibc_the_staticx_build_does_not(dist, tmp_path):
-    """Why staticx: the PyInstaller build's loader and libc are the build machine's."""
-    root = empty_root(tmp_path / "root")
-    shutil.copy2(PYINSTALLER_ONLY, root / "pyinstaller-only")
-    result = run(chrooted(root, "/pyinstaller-only", "--version"), env=ENV, check=False)
+def test_pyinstaller_alone_needs_a_glibc_the_bundle_does_not(dist, tmp_path):
+    """Why glibc is bundled: PyInstaller's build names the machine's loader and libc. The
+    bundle runs in a root with nothing else, and unpacks nothing."""
+    root = empty_root(tmp_path / "root", bundle=False)
+    shutil.copytree(PYINSTALLER_ONLY, root / PREFIX[1:], symlinks=True)
+    result = run(chrooted(root, f"{PREFIX}/amp-exporter", "--version"), env=ENV, check=False)
     assert result.returncode == 127 and "No such file or directory" in result.stderr
-    result = run(chrooted(root, "/amp-exporter", "--version"), env=ENV)
+    shutil.rmtree(root / PREFIX[1:])
+    run(["tar", "-C", str(root), "-xzf", str(TARBALL)])
+    assert os.readlink(root / EXPORTER[1:]) == "../lib/amp-exporter/amp-exporter"
+    result = run(chrooted(root, EXPORTER, "--version"), env=ENV)
     assert result.stdout == f"amp-exporter {VERSION}\n"
-    assert not os.listdir(root / "tmp"), "the bundle left its unpacked files behind"
-    # Static: no interpreter (PT_INTERP) and no shared libraries to find on a host.
-    header = run(["readelf", "--program-headers", "--dynamic", str(BINARY)]).stdout
-    assert "INTERP" not in header and "NEEDED" not in header
+    assert not os.listdir(root / "tmp"), "the bundle wrote to /tmp"
+    # Without /proc too (a program's $ORIGIN is unknown there: the bootloader's RPATH also
+    # names the bundle's absolute path).
+    result = run(["chroot", str(root), EXPORTER, "--version"], env=ENV)
+    assert result.stdout == f"amp-exporter {VERSION}\n"
+
+
+def readelf(path: Path) -> tuple[list[str], list[str], list[str], str, str | None]:
+    """(NEEDED, RPATH entries, RUNPATH entries, FLAGS_1, PT_INTERP) of an ELF file."""
+    out = run(["readelf", "--wide", "--dynamic", "--program-headers", str(path)],
+              env=ENV).stdout
+    def entries(tag: str) -> list[str]:
+        return [e for m in re.findall(rf"\({tag}\)\s+Library \w+: \[([^\]]*)\]", out)
+                for e in m.split(":")]
+    interp = re.search(r"Requesting program interpreter: ([^\]]*)\]", out)
+    return (re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]*)\]", out), entries("RPATH"),
+            entries("RUNPATH"), " ".join(re.findall(r"\(FLAGS_1\)\s+Flags: (.*)", out)),
+            interp.group(1) if interp else None)
+
+
+def test_no_bundled_object_can_resolve_a_library_from_the_host(tree):
+    """readelf of every ELF object in the bundle as installed: the program's loader is the
+    bundled one; each DT_NEEDED lies in a directory its DT_RPATH names inside the bundle
+    ($ORIGIN-relative; RPATH, which the loader searches before LD_LIBRARY_PATH, and no
+    RUNPATH, searched after it); NODEFLIB keeps the loader out of the host's default
+    directories and ld.so.cache entries in them. glibc itself is in the bundle."""
+    internal = tree / PREFIX[1:] / "_internal"
+    elves = [p for p in sorted((tree / PREFIX[1:]).rglob("*"))
+             if p.is_file() and not p.is_symlink() and p.read_bytes()[:4] == b"\x7fELF"]
+    names = {p.name for p in elves}
+    assert {"ld-linux-x86-64.so.2", "libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2",
+            "libz.so.1", "libssl.so.3", "libcrypto.so.3", "libffi.so.8", "libexpat.so.1",
+            "libgcc_s.so.1", "libpython3.11.so.1.0"} <= names, names
+    checked = 0
+    for path in elves:
+        needed, rpath, runpath, flags, interp = readelf(path)
+        where = path.relative_to(tree)
+        assert not runpath, f"{where}: RUNPATH {runpath}"
+        if path.name == "ld-linux-x86-64.so.2":
+            assert not needed and not rpath, where
+            continue
+        assert "NODEFLIB" in flags, f"{where}: FLAGS_1 {flags!r}"
+        dirs = []
+        for entry in rpath:
+            if path == tree / PREFIX[1:] / "amp-exporter" and entry == f"{PREFIX}/_internal":
+                dirs.append(tree / entry[1:])
+                continue
+            assert entry.startswith("$ORIGIN"), f"{where}: RPATH entry {entry}"
+            d = Path(os.path.normpath(str(path.parent) + entry[len("$ORIGIN"):]))
+            assert d == internal or internal in d.parents, f"{where}: {entry} -> {d}"
+            dirs.append(d)
+        for name in needed:
+            assert any((d / name).is_file() for d in dirs), f"{where}: {name} not in {rpath}"
+        if path.name == "amp-exporter":
+            assert interp == LOADER
+        elif path.name != "libc.so.6":  # libc can be run; loaded, its PT_INTERP is ignored
+            assert interp is None, f"{where}: PT_INTERP {interp}"
+        checked += 1
+    assert checked >= 30
 
 
 @pytest.mark.parametrize("name", COMPARED)
@@ -230,7 +331,7 @@ class Serving:
 def test_serve_in_an_empty_root_answers_as_the_source_install(dist, tmp_path):
     root = empty_root(tmp_path / "root")
     host = add_host(root, "fault-18-overloaded", tmp_path / "hosts")
-    frozen = Serving(chrooted(root, "/amp-exporter", "serve", "--path.rootfs", "/host",
+    frozen = Serving(chrooted(root, EXPORTER, "serve", "--path.rootfs", "/host",
                               "--ampcli.cache", "0"), env=ENV)
     reference = Serving([sys.executable, "-m", "amp_exporter", "serve", "--path.rootfs",
                          str(host), "--ampcli.cache", "0"],
@@ -242,43 +343,83 @@ def test_serve_in_an_empty_root_answers_as_the_source_install(dist, tmp_path):
         s = Scrape(parse_exposition(got))
         assert s.value("cisco_amp_connector_state", state="answering") == 1
         assert s.value("amp_exporter_ampcli_runs_total") == 2
+        # One process, the program itself (PyInstaller's onedir bootloader re-execs itself
+        # in place, with LD_LIBRARY_PATH on _internal/), and every shared object it maps is
+        # the bundle's.
+        pid = frozen.proc.pid  # unshare, sh and chroot exec: the exporter has their PID
+        bundle = root / PREFIX[1:]
+        assert Path(f"/proc/{pid}/exe").resolve() == bundle / "amp-exporter"
+        environ = dict(e.split("=", 1) for e in Path(f"/proc/{pid}/environ").read_text()
+                       .split("\0") if "=" in e)
+        assert environ.get("LD_LIBRARY_PATH") == f"{PREFIX}/_internal", environ
+        maps = {line.split(None, 5)[5] for line in Path(f"/proc/{pid}/maps").read_text()
+                .splitlines() if len(line.split(None, 5)) == 6}
+        objects = {m for m in maps if ".so" in m}
+        assert len(objects) >= 10 and all(m.startswith(f"{bundle}/") for m in objects), objects
+        assert psutil.Process(pid).children() == []  # no launcher behind it, nothing left
     finally:
         codes = frozen.stop(), reference.stop()
-    assert codes == (0, 0), "".join(frozen.lines)  # SIGTERM through both bootloaders
+    assert codes == (0, 0), "".join(frozen.lines)  # SIGTERM, straight to the exporter
     assert "Traceback" not in "".join(frozen.lines)
-    assert not os.listdir(root / "tmp"), "the bundle left its unpacked files behind"
+    assert not os.listdir(root / "tmp"), "the bundle wrote to /tmp"
+
+
+def exported(text: str) -> dict[str, str]:
+    """dash's `export -p` output as {name: value} (values single-quoted, no newlines)."""
+    return {m.group(1): m.group(2) for m in
+            re.finditer(r"^export (\w+)(?:='?(.*?)'?)?$", text, re.MULTILINE)}
 
 
 def test_the_frozen_chroot_helper_runs_ampcli_only_in_the_host_root(dist, tmp_path):
     """The stand-in of test_ampcli_chroot answers only as /opt/cisco/amp/bin/ampcli in the
-    host's root: the frozen exporter gets its fault 18 through its own chroot helper; with
-    --ampcli.chroot=never, from its own root, it cannot."""
+    host's root: the frozen exporter gets its fault 18 through its own chroot helper (the
+    bundle run as `amp-exporter --amp-exporter-internal-chroot-helper ...`); with
+    --ampcli.chroot=never, from its own root, it cannot. ampcli gets the exporter's fixed
+    environment, nothing of the bundle's (no LD_LIBRARY_PATH into _internal/)."""
     root = empty_root(tmp_path / "root")
     host = add_host(root, "healthy-ebpf-btf", tmp_path / "hosts")
     make_root(host)
-    result = run(chrooted(root, "/amp-exporter", "textfile", "--output", "-",
-                          "--path.rootfs", "/host"), env=ENV)
+    set_ampcli(host, IN_ROOT_ONLY.replace("#!/bin/sh\n", "#!/bin/sh\nexport -p > /ampcli-env\n", 1))
+    result = run(chrooted(root, EXPORTER, "textfile", "--output", "-",
+                          "--path.rootfs", "/host"), env={**ENV, "LD_LIBRARY_PATH": "/nowhere"})
     s = Scrape(parse_exposition(result.stdout))
     assert s.value("cisco_amp_connector_state", state="answering") == 1
     assert s.value("cisco_amp_fault_active", fault_id="18") == 1
-    result = run(chrooted(root, "/amp-exporter", "textfile", "--output", "-",
+    env = exported((host / "ampcli-env").read_text())
+    assert {"PATH", "LC_ALL", "LANG"} <= set(env), env
+    assert not {k for k in env if k.startswith(("LD_", "_PYI", "PYTHON"))}, env
+    assert not [v for v in env.values() if "amp-exporter" in v or "/nowhere" in v], env
+    result = run(chrooted(root, EXPORTER, "textfile", "--output", "-",
                           "--path.rootfs", "/host", "--ampcli.chroot", "never"), env=ENV)
     s = Scrape(parse_exposition(result.stdout))
     assert s.value("cisco_amp_connector_state", state="not_answering") == 1
-    # Not root, so without CAP_SYS_CHROOT: the helper says so, through both bootloaders.
-    result = run(chrooted(root, "/amp-exporter", "check", "--path.rootfs", "/host",
+    # Not root, so without CAP_SYS_CHROOT: the helper says so.
+    result = run(chrooted(root, EXPORTER, "check", "--path.rootfs", "/host",
                           userspec="65534:65534"), env=ENV, check=False)
     assert result.returncode == 1 and result.stdout.startswith("UNKNOWN:"), result.stderr
     assert "CAP_SYS_CHROOT" in result.stdout
 
 
-@pytest.mark.parametrize("flags", [("--events.python", "/usr/bin/python3"), ()],
-                         ids=["given", "found"])
-def test_the_frozen_exporter_loads_ebpf_with_the_hosts_python(dist, ebpf_ready, flags):
+@pytest.mark.parametrize("how", ["given", "found", "wrapped"])
+def test_the_frozen_exporter_loads_ebpf_with_the_hosts_python(dist, tree, ebpf_ready, how,
+                                                               tmp_path):
     """The loader runs under /usr/bin/python3 (it has bcc; given, or found by the default
-    search, which skips the frozen binary) from the plain sources the bundle unpacks, and
-    hands its programs over: the eBPF source becomes active."""
-    server = Serving([str(BINARY), "serve", *flags], env={**os.environ, "TZ": "UTC"})
+    search, which skips the frozen program) from the plain sources in the bundle's
+    _internal/, and hands its programs over: the eBPF source becomes active. Wrapped: given
+    as a script that records the environment it gets, then runs /usr/bin/python3: the
+    bundle's LD_LIBRARY_PATH is undone (the caller's own restored), PYTHONPATH names the
+    bundle's sources."""
+    python = "/usr/bin/python3"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_LIBRARY_PATH")}
+    env["TZ"] = "UTC"
+    if how == "wrapped":
+        python = str(tmp_path / "python3")
+        Path(python).write_text(f"#!/bin/sh\nexport -p > {tmp_path}/env\n"
+                                'exec /usr/bin/python3 "$@"\n')
+        Path(python).chmod(0o755)
+        env["LD_LIBRARY_PATH"] = "/the/callers"
+    flags = () if how == "found" else ("--events.python", python)
+    server = Serving(on_this_machine(tree, f"{PREFIX}/amp-exporter", "serve", *flags), env=env)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -290,8 +431,53 @@ def test_the_frozen_exporter_loads_ebpf_with_the_hosts_python(dist, ebpf_ready, 
         assert s.value("amp_exporter_events_source", source="procfs") == 0
     finally:
         assert server.stop() == 0
-    assert re.search(r'msg="eBPF event source active".* python=/usr/bin/python3 ',
+    assert re.search(rf'msg="eBPF event source active".* python={re.escape(python)} ',
                      "".join(server.lines)), "".join(server.lines)
+    if how == "wrapped":
+        got = exported((tmp_path / "env").read_text())
+        assert got.get("LD_LIBRARY_PATH") == "/the/callers", got
+        assert got.get("PYTHONPATH") == f"{PREFIX}/_internal", got
+        assert "LD_LIBRARY_PATH_ORIG" not in got and "LD_PRELOAD" not in got, got
+
+
+# -- in an old userland -------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def bullseye(tmp_path_factory, dist) -> Path:
+    """A `debootstrap --variant=minbase bullseye` root (glibc 2.31), made once a session,
+    the tarball extracted at its /. (tests/test_old_userlands.py's bullseye root has bcc in
+    it and is its module's own: importing that fixture here would debootstrap again.)"""
+    root = tmp_path_factory.mktemp("bullseye") / "root"
+    run(["debootstrap", "--variant=minbase", "bullseye", str(root), MIRROR], timeout=900)
+    run(["tar", "-C", str(root), "-xzf", str(TARBALL)])
+    return root
+
+
+def test_the_bundle_runs_in_bullseye_on_its_own_libraries(bullseye, tmp_path):
+    """Debian 11's glibc 2.31 is older than the bundle's 2.36: the bundle runs there on its
+    own, loading nothing of the root's (LD_DEBUG of the bundled loader), even when
+    LD_LIBRARY_PATH names the root's libraries; textfile and check answer as the source
+    install does."""
+    said = run(chrooted(bullseye, "/lib/x86_64-linux-gnu/libc.so.6"), env=ENV).stdout
+    assert "release version 2.31" in said.splitlines()[0], said
+    result = run(chrooted(bullseye, "/usr/bin/env", "LD_DEBUG=files", EXPORTER, "--version"),
+                 env={**ENV, "LD_LIBRARY_PATH": "/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu"})
+    assert result.stdout == f"amp-exporter {VERSION}\n", result.stderr[-2000:]
+    loaded = set(re.findall(r"calling init: (\S+)", result.stderr))
+    assert {f"{PREFIX}/_internal/{n}" for n in ("libc.so.6", "libpython3.11.so.1.0")} <= loaded, \
+        result.stderr[-2000:]
+    assert all(p.startswith(f"{PREFIX}/_internal/") for p in loaded), loaded
+    host = bullseye / "host"
+    shutil.copytree(builder.build(tmp_path / "hosts", ["multi-fault"])["multi-fault"], host,
+                    symlinks=True)
+    try:
+        same_as_source(bullseye, host)
+        as_nobody = run(chrooted(bullseye, EXPORTER, "textfile", "--output", "-",
+                                 "--path.rootfs", "/host", userspec="65534:65534"), env=ENV)
+        assert Scrape(parse_exposition(as_nobody.stdout)).value(
+            "cisco_amp_connector_state", state="answering") == 1
+    finally:
+        shutil.rmtree(host)
 
 
 # -- the .deb -----------------------------------------------------------------------------
@@ -325,7 +511,7 @@ def snapshot(root: Path) -> dict[str, tuple]:
     return found
 
 
-def test_the_deb_installs_runs_and_goes_away_cleanly(dist, bookworm, tmp_path):
+def test_the_deb_installs_runs_and_goes_away_cleanly(dist, tree, bookworm, tmp_path):
     root = copy_root(bookworm, tmp_path / "root")
     before = snapshot(root)
     shutil.copy2(DEB, root / "tmp/amp-exporter.deb")
@@ -342,9 +528,10 @@ def test_the_deb_installs_runs_and_goes_away_cleanly(dist, bookworm, tmp_path):
     conf = (root / "etc/amp-exporter").stat()
     assert (stat.S_IMODE(conf.st_mode), conf.st_uid, conf.st_gid) == (0o750, 0, int(gid))
 
-    # The files, where they belong.
-    assert (root / "usr/bin/amp-exporter").read_bytes() == BINARY.read_bytes()
-    assert stat.S_IMODE((root / "usr/bin/amp-exporter").stat().st_mode) == 0o755
+    # The files, where they belong: the bundle as the tarball has it, and the link.
+    assert bundle_files(root) == bundle_files(tree)
+    assert os.readlink(root / "usr/bin/amp-exporter") == "../lib/amp-exporter/amp-exporter"
+    assert stat.S_IMODE((root / PREFIX[1:] / "amp-exporter").stat().st_mode) == 0o755
     for unit in UNITS:
         text = (root / "lib/systemd/system" / unit).read_text()
         assert "/opt/amp-exporter" not in text
@@ -376,7 +563,8 @@ def test_the_deb_installs_runs_and_goes_away_cleanly(dist, bookworm, tmp_path):
     shutil.rmtree(root / "host")
 
     run(chrooted(root, "dpkg", "--remove", "amp-exporter"), env=ENV)
-    assert not (root / "usr/bin/amp-exporter").exists()
+    assert not (root / "usr/bin/amp-exporter").is_symlink()
+    assert not (root / PREFIX[1:]).exists()
     assert not any((root / "lib/systemd/system" / u).exists() for u in UNITS)
     # Conffiles stay until purge, and the snapshot sees them.
     left = {k for k, v in snapshot(root).items() if before.get(k) != v}
@@ -398,20 +586,21 @@ def unpack_rpm(dest: Path) -> None:
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"),
                     reason="systemd-analyze (Debian systemd) missing")
-def test_the_packaged_units_pass_systemd_analyze_verify(dist, tmp_path):
+def test_the_packaged_units_pass_systemd_analyze_verify(dist, tree, tmp_path):
     """The units as the packages install them (rewritten at build time)."""
     run(["dpkg-deb", "--extract", str(DEB), str(tmp_path / "deb")])
     unpack_rpm(tmp_path / "rpm")
-    for tree, unitdir in (("deb", "lib/systemd/system"), ("rpm", "usr/lib/systemd/system")):
-        out = tmp_path / f"{tree}-units"
+    for kind, unitdir in (("deb", "lib/systemd/system"), ("rpm", "usr/lib/systemd/system")):
+        out = tmp_path / f"{kind}-units"
         out.mkdir()
-        for unit in UNITS:  # verify wants ExecStart to exist: the binary they install
-            text = (tmp_path / tree / unitdir / unit).read_text()
-            (out / unit).write_text(text.replace("/usr/bin/amp-exporter", str(BINARY)))
+        for unit in UNITS:  # verify wants ExecStart to exist: the program they install
+            text = (tmp_path / kind / unitdir / unit).read_text()
+            (out / unit).write_text(text.replace(
+                "/usr/bin/amp-exporter", str(tree / PREFIX[1:] / "amp-exporter")))
         result = run(["systemd-analyze", "verify", *(str(out / u) for u in UNITS)],
                      check=False)
         assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), \
-            tree + ": " + result.stdout + result.stderr
+            kind + ": " + result.stdout + result.stderr
 
 
 def test_maintainer_scripts_pass_shellcheck(tmp_path):
@@ -444,24 +633,28 @@ def scriptlets() -> Scriptlets:
     return Scriptlets(parts["PREIN"], parts["POSTIN"], parts["PREUN"], parts["POSTUN"])
 
 
-def test_the_rpm_says_what_it_is_and_holds(dist):
+def test_the_rpm_says_what_it_is_and_holds(dist, tree):
     info = rpm_query("--info")
     assert re.search(r"^Name\s*: amp-exporter$", info, re.MULTILINE)
     assert re.search(rf"^Version\s*: {re.escape(VERSION)}$", info, re.MULTILINE)
     assert re.search(r"^Release\s*: 1$", info, re.MULTILINE)
     assert re.search(r"^Architecture: x86_64$", info, re.MULTILINE)
     assert re.search(r"^License\s*: Apache-2.0$", info, re.MULTILINE)
-    assert rpm_query("--list").split() == [
+    bundle = sorted(f"/{p}" for p in bundle_files(tree))
+    assert rpm_query("--list").split() == sorted([
         "/etc/amp-exporter", "/etc/sysconfig/amp-exporter",
-        "/etc/sysconfig/amp-exporter-textfile", "/usr/bin/amp-exporter",
+        "/etc/sysconfig/amp-exporter-textfile", *bundle,
         *(f"/usr/lib/systemd/system/{u}" for u in sorted(UNITS)),
-        "/usr/share/doc/amp-exporter/copyright"]
+        "/usr/share/doc/amp-exporter/copyright"])
     assert rpm_query("--configfiles").split() == [
         "/etc/sysconfig/amp-exporter", "/etc/sysconfig/amp-exporter-textfile"]
-    # Nothing of the host's libraries: no automatic requirements from the binary.
+    # Nothing of the host's libraries: no automatic requirements from the bundle; and it
+    # offers the host none of its own (its libc.so.6 is no provider for other packages).
     requires = set(rpm_query("--requires").splitlines())
     assert {"/usr/bin/getent", "/usr/sbin/groupadd", "/usr/sbin/useradd"} <= requires
     assert not [r for r in requires if ".so" in r or r.startswith(("python", "libc"))]
+    assert set(rpm_query("--provides").splitlines()) == {
+        f"amp-exporter = {VERSION}-1", f"amp-exporter(x86-64) = {VERSION}-1"}
     assert rpm_query("--recommends").split() == ["python3-bcc"]
     # What rpm 4.11 (RHEL 7) reads: a gzip payload.
     assert rpm_query("--queryformat", "%{PAYLOADCOMPRESSOR}") == "gzip"
@@ -491,10 +684,10 @@ def test_the_rpm_scriptlets_make_the_user_and_leave_systemd_alone_without_it(
     run(chrooted(root, "/bin/sh", "-e", "/tmp/scriptlet", "2"), env=ENV)
 
 
-def test_the_rpm_unpacked_into_an_empty_root_runs(dist, tmp_path):
-    root = empty_root(tmp_path / "root", binary=None)
+def test_the_rpm_unpacked_into_an_empty_root_runs(dist, tree, tmp_path):
+    root = empty_root(tmp_path / "root", bundle=False)
     unpack_rpm(root)
-    assert (root / "usr/bin/amp-exporter").read_bytes() == BINARY.read_bytes()
+    assert bundle_files(root) == bundle_files(tree)  # not stripped: byte for byte
     unit = (root / "usr/lib/systemd/system/amp-exporter.service").read_text()
     assert "EnvironmentFile=-/etc/sysconfig/amp-exporter\n" in unit
     assert "ExecStart=/usr/bin/amp-exporter serve " in unit

@@ -1,8 +1,10 @@
 """The entry point of the self-contained amp-exporter that scripts/build-dist builds with
-PyInstaller (then staticx). The same command line as `amp-exporter`, and one private first
-argument: ampcli's chroot helper (amp_exporter.host.ampcli.FROZEN_HELPER_ARG), which a
-Python would run as `python -I -S -c CODE` and this binary runs as itself. (The bundle's
-LD_LIBRARY_PATH is undone for the host's Python by amp_exporter.host.events.child_env.)"""
+PyInstaller --onedir (then deploy/packages/selfcontain.py bundles glibc). The same command
+line as `amp-exporter`, and one private first argument: ampcli's chroot helper
+(amp_exporter.host.ampcli.FROZEN_HELPER_ARG), which a Python would run as
+`python -I -S -c CODE` and this program runs as itself. (The bootloader's LD_LIBRARY_PATH,
+into the bundle's _internal/, is undone for the host's Python by
+amp_exporter.host.events.child_env; ampcli and the helper get a fixed environment.)"""
 
 import sys
 
