@@ -2,9 +2,11 @@
 
 Through a live procfs (HostPaths.procfs_is_live: this boot, our PID namespace), for a
 process in our own network namespace, the kernel is asked through sock_diag netlink
-(amp_exporter.host.sockdiag), filtered to the sockets the connector's processes hold.
-Elsewhere (an example tree, another namespace) the process's own `proc/PID/net/tcp{,6}`
-tables are read instead.
+(amp_exporter.host.sockdiag) about the sockets the connector's processes hold, by their
+inodes: each socket is found by a dump once, then by an exact lookup of its identity, so
+a scrape's cost does not grow with the host's other sockets (and is nothing at all when
+the connector holds no TCP socket). Elsewhere (an example tree, another namespace) the
+process's own `proc/PID/net/tcp{,6}` tables are read instead.
 """
 
 from __future__ import annotations
@@ -56,19 +58,22 @@ class NetworkCollector(Collector):
     def __init__(self, settings, shared) -> None:
         super().__init__(settings, shared)
         self._diag_lock = threading.Lock()
+        self._tracker = sockdiag.TcpTracker()  # under _diag_lock
 
     def collect(self):
         snap = self.shared.processes.snapshot()
         family = CONNECTIONS.family()
         source = None
         counts: dict[tuple[str, str], int] = {}
-        netlink: Optional[dict[int, int]] = None  # one dump serves every process
-        for proc in snap.processes:
-            if not proc.fds_readable:
-                continue
-            if self._same_netns(proc.pid):
+        readable = [p for p in snap.processes if p.fds_readable]
+        local = {p.pid for p in readable if self._same_netns(p.pid)}
+        netlink: Optional[dict[int, int]] = None  # one look serves every process
+        for proc in readable:
+            if proc.pid in local:
                 if netlink is None:
-                    netlink = self._netlink_states()
+                    netlink = self._netlink_states(
+                        {self.paths.proc(str(p.pid), "fd"): p.socket_inodes
+                         for p in readable if p.pid in local})
                 states, source = netlink, "netlink"
             else:
                 states, source = self._procfs_states(proc.pid), "procfs"
@@ -112,9 +117,9 @@ class NetworkCollector(Collector):
             return False
         return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
-    def _netlink_states(self) -> dict[int, int]:
+    def _netlink_states(self, held: dict[str, set[int]]) -> dict[int, int]:
         try:
             with self._diag_lock:
-                return sockdiag.tcp_states()
+                return self._tracker.states(held)
         except OSError as exc:  # EPERM/EACCES are PermissionError: 'permission'
             raise host_error(exc, "sock_diag") from exc
