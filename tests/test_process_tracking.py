@@ -47,13 +47,13 @@ import json, logging, os, shutil, subprocess, sys, time
 from amp_exporter.cli import build_parser, exposition, make_exporter
 from amp_exporter.host import processes
 
-cgroup_procs, host = sys.argv[1], sys.argv[2]
+cgroup_procs, host, collectors = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 records = []
 handler = logging.Handler(logging.DEBUG)
 handler.emit = records.append
 logging.getLogger("amp_exporter").addHandler(handler)
 logging.getLogger("amp_exporter").setLevel(logging.DEBUG)
-children, exporter = {}, None
+children, churn, exporter = {}, [], None
 
 def join_cgroup():
     with open(cgroup_procs, "w") as f:
@@ -74,12 +74,19 @@ def do(op, **cmd):
         p.kill()
         p.wait()
         return {}
+    if op == "churn":  # short-lived processes, coming and going while we scrape
+        churn.extend(subprocess.Popen(["sleep", "0.01"]) for _ in range(cmd["n"]))
+        return {}
+    if op == "reap":
+        while churn:
+            churn.pop().wait()
+        return {}
     if op == "scrape":
         if exporter is None:
             exporter = make_exporter(build_parser().parse_args(
                 ["textfile", "--output", "-", "--path.rootfs", host, "--ampcli.cache", "0",
-                 "--collector.disable-defaults", "--collector.processes",
-                 "--collector.scan_service"]))
+                 "--collector.disable-defaults",
+                 *(f"--collector.{name}" for name in collectors)]))
             exporter.shared.processes.full_listing_seconds = cmd["every"]
         if cmd.get("uid") is not None:
             os.seteuid(cmd["uid"])  # no effective capabilities either, until back to 0
@@ -141,7 +148,8 @@ class Connector:
     """The stand-in connector, in a cgroup of its own on this machine, and the driver that
     starts its processes and scrapes them, in namespaces of their own."""
 
-    def __init__(self, layout: str, every: float = processes.FULL_LISTING_SECONDS) -> None:
+    def __init__(self, layout: str, every: float = processes.FULL_LISTING_SECONDS,
+                 collectors: tuple[str, ...] = ("processes", "scan_service")) -> None:
         hierarchy, own_v2 = LAYOUTS[layout]
         needs_cgroups(hierarchy)
         self.every = every
@@ -159,8 +167,8 @@ class Connector:
         self.driver = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
              "--kill-child", "--mount-proc", "sh", "-c",
-             " && ".join(setup) + ' && exec "$0" -c "$1" "$2" "$3"', sys.executable, DRIVER,
-             str(inside / "cgroup.procs"), self.host],
+             " && ".join(setup) + ' && exec "$0" -c "$1" "$2" "$3" "$4"', sys.executable,
+             DRIVER, str(inside / "cgroup.procs"), self.host, ",".join(collectors)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/",
             env={**os.environ, "PYTHONPATH": str(REPO), "TZ": "UTC"})
         ready = self.driver.stdout.readline()
