@@ -98,6 +98,9 @@ class OsInfo:
     bash_exe: str
     modules: tuple[tuple[str, int, int, str], ...]  # name, size, refcount, deps
     init_bpf: int = 0  # cgroup_device programs held by systemd (cgroup v2 hosts)
+    # How systemd mounts cgroups: "v1" (legacy: name=systemd and the controllers), "hybrid"
+    # (v1, and v2 at sys/fs/cgroup/unified for systemd's own tracking) or "v2" (unified only)
+    cgroups: str = "v1"
     scan_uid: int = 985
     user: str = "admin"  # the login user (uid 1000) of the distribution's cloud images
 
@@ -740,6 +743,49 @@ def proc_pid(t: Tree, p: Proc) -> None:
             f"ino:\t{fd.ino}", *fd.extra)))
 
 
+CONNECTOR_UNIT = "/system.slice/cisco-amp.service"
+
+
+def unit_of(p: Proc, h: Host) -> str:
+    """The cgroup systemd keeps the process in: its unit's, or the login session's."""
+    if p.pid == PID_INIT:
+        return "/" if h.kernel.startswith("3.") else "/init.scope"  # systemd 219: the root
+    if p.comm == "sshd":
+        return "/system.slice/sshd.service"
+    if p.comm == "bash":
+        return "/user.slice/user-1000.slice/session-1.scope"
+    return CONNECTOR_UNIT  # the daemon and what it starts
+
+
+def cgroup_text(h: Host, unit: str) -> str:
+    """proc/PID/cgroup: one line per hierarchy, `ID:CONTROLLERS:PATH`. systemd puts every
+    unit in its own cgroup of the name=systemd (v1) or unified (v2) hierarchy, and of the
+    devices and pids controllers; the others stay at the root without accounting."""
+    if h.os.cgroups == "v2":
+        return f"0::{unit}\n"
+    lines = [f"11:devices:{unit}", f"10:pids:{unit}", "9:cpuset:/", "8:freezer:/",
+             "7:memory:/", "6:perf_event:/", "5:hugetlb:/", "4:blkio:/",
+             "3:net_cls,net_prio:/", "2:cpu,cpuacct:/", f"1:name=systemd:{unit}"]
+    if h.os.cgroups == "hybrid":
+        lines.append(f"0::{unit}")
+    elif not h.kernel.startswith("3."):
+        lines.append("0::/")  # cgroup2 is in the kernel, unused
+    return "".join(line + "\n" for line in lines)
+
+
+def cgroup_files(t: Tree, h: Host, procs: list[Proc]) -> None:
+    """cgroup.procs of the connector's unit, in each hierarchy the exporter may look at it
+    (sys/fs/cgroup is the unified hierarchy itself on a v2 host). The unit's cgroup exists
+    while it runs."""
+    members = sorted(p.pid for p in procs if unit_of(p, h) == CONNECTOR_UNIT)
+    if not members:
+        return
+    dirs = {"v2": ("",), "hybrid": ("unified", "systemd", "pids"), "v1": ("systemd", "pids")}
+    for d in dirs[h.os.cgroups]:
+        base = f"sys/fs/cgroup/{d}" if d else "sys/fs/cgroup"
+        t.file(f"{base}{CONNECTOR_UNIT}/cgroup.procs", "".join(f"{pid}\n" for pid in members))
+
+
 def hex4(ip: str) -> str:
     return "".join(f"{int(b):02X}" for b in reversed(ip.split(".")))
 
@@ -845,6 +891,8 @@ def proc_files(t: Tree, h: Host) -> None:
         + tcp_line(0, f"{v6_any}:0016", f"{v6_any}:0000", 0x0A, 0, INO_SSH6, True) + "\n"))
     for p in procs:
         proc_pid(t, p)
+        t.file(f"proc/{p.pid}/cgroup", cgroup_text(h, unit_of(p, h)))
+    cgroup_files(t, h, procs)
 
 
 # --------------------------------------------------------------------------- sys, lib
@@ -1025,9 +1073,9 @@ SYSTEMD = "/usr/lib/systemd/systemd"
 SWITCHED = (SYSTEMD, "--switched-root", "--system", "--deserialize", "31")
 SSHD9 = ("sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups",)
 RHEL9 = OsInfo("rhel", rhel("Red Hat Enterprise Linux", "9.3", "Plow", "9"), SYSTEMD,
-               SWITCHED, SSHD9, "/usr/bin/bash", RHEL_MODULES, init_bpf=2)
+               SWITCHED, SSHD9, "/usr/bin/bash", RHEL_MODULES, init_bpf=2, cgroups="v2")
 RHEL8 = replace(RHEL9, os_release=rhel("Red Hat Enterprise Linux", "8.9", "Ootpa", "8"),
-                sshd_args=("/usr/sbin/sshd", "-D"), init_bpf=0)
+                sshd_args=("/usr/sbin/sshd", "-D"), init_bpf=0, cgroups="v1")
 RHEL10 = replace(RHEL9, os_release=rhel("Red Hat Enterprise Linux", "10.0", "Coughlan", "10"))
 CENTOS7 = OsInfo(
     "rhel",
@@ -1044,7 +1092,7 @@ DEBIAN10 = OsInfo(
     'HOME_URL="https://www.debian.org/"\nSUPPORT_URL="https://www.debian.org/support"\n'
     'BUG_REPORT_URL="https://bugs.debian.org/"\n',
     "/lib/systemd/systemd", ("/sbin/init",), ("/usr/sbin/sshd", "-D"), "/bin/bash",
-    DEBIAN_MODULES, scan_uid=999)
+    DEBIAN_MODULES, scan_uid=999, cgroups="hybrid")
 RHEL7 = replace(CENTOS7, modules=RHEL7_MODULES, os_release=(
     'NAME="Red Hat Enterprise Linux Server"\nVERSION="7.9 (Maipo)"\nID="rhel"\n'
     'ID_LIKE="fedora"\nVARIANT="Server"\nVARIANT_ID="server"\nVERSION_ID="7.9"\n'
@@ -1104,7 +1152,7 @@ UBUNTU1804 = OsInfo(
     'PRETTY_NAME="Ubuntu 18.04.6 LTS"\nVERSION_ID="18.04"\n' + UBUNTU_URLS
     + "VERSION_CODENAME=bionic\nUBUNTU_CODENAME=bionic\n",
     "/lib/systemd/systemd", ("/sbin/init",), ("/usr/sbin/sshd", "-D"), "/bin/bash",
-    UBUNTU1804_MODULES, scan_uid=998, user="ubuntu")
+    UBUNTU1804_MODULES, scan_uid=998, user="ubuntu", cgroups="hybrid")
 MERGED_USR_SYSTEMD = "/usr/lib/systemd/systemd"  # /lib is a link to usr/lib
 UBUNTU2204 = OsInfo(
     "debian",
@@ -1112,7 +1160,7 @@ UBUNTU2204 = OsInfo(
     'VERSION="22.04.3 LTS (Jammy Jellyfish)"\nVERSION_CODENAME=jammy\nID=ubuntu\n'
     "ID_LIKE=debian\n" + UBUNTU_URLS + "UBUNTU_CODENAME=jammy\n",
     MERGED_USR_SYSTEMD, ("/sbin/init",), SSHD9, "/usr/bin/bash", UBUNTU2204_MODULES,
-    init_bpf=2, scan_uid=998, user="ubuntu")
+    init_bpf=2, scan_uid=998, user="ubuntu", cgroups="v2")
 DEBIAN12 = OsInfo(
     "debian",
     'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\n'
@@ -1120,7 +1168,7 @@ DEBIAN12 = OsInfo(
     'HOME_URL="https://www.debian.org/"\nSUPPORT_URL="https://www.debian.org/support"\n'
     'BUG_REPORT_URL="https://bugs.debian.org/"\n',
     MERGED_USR_SYSTEMD, ("/sbin/init",), SSHD9, "/usr/bin/bash", DEBIAN12_MODULES,
-    init_bpf=2, scan_uid=999)
+    init_bpf=2, scan_uid=999, cgroups="v2")
 
 # The connector's kprobes. Its eBPF code also has TC classifiers (sched_cls, type 3) that
 # drop every packet: they serve network isolation, so a host that is not isolated has none.
