@@ -67,7 +67,9 @@ def enlarge(root: Path, processes: int, directories: int, log_mib: int) -> None:
 
 class Target:
     """A server started here on 127.0.0.1:port; its output goes to `log` (default: dropped).
-    first_scrape: seconds from start to its first answer."""
+    first_scrape: seconds from start to its first answer (polled every poll_seconds)."""
+
+    poll_seconds = 0.01
 
     def __init__(self, name: str, argv: list[str], port: int,
                  log: Optional[Path] = None) -> None:
@@ -89,7 +91,7 @@ class Target:
                     self.proc.wait()
                     said = self.log.read_text(errors="replace")[-2000:] if self.log else ""
                     raise RuntimeError(f"{self.name} did not start: {said}") from None
-                time.sleep(0.01)
+                time.sleep(self.poll_seconds)
 
     def get(self) -> bytes:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
@@ -222,7 +224,7 @@ def run(work: Path, scrapes: int, scale: int) -> int:
     print(f"  start to first complete scrape: amp-exporter {mem.first_scrape:.2f}s, "
           f"node_exporter {ne.first_scrape:.2f}s")
     verdict("first scrape within 1 s of start", mem.first_scrape < 1)
-    live = live_rss()
+    live = live_rss(work)
     if live:
         print(f"  every collector on this machine's own /proc and /sys, eBPF source active: "
               f"RSS {live:.1f} MiB (ratio to node_exporter {live / node_rss:.2f})")
@@ -292,43 +294,37 @@ def verdict(target: str, met: bool) -> None:
         MISSED.append(target)
 
 
-def live_rss() -> float | None:
+def live_rss(work: Path) -> float | None:
     """RSS of an exporter with every collector on, on this machine's own /proc and /sys,
-    once its eBPF source is active (None where eBPF cannot run here). Where /opt/cisco is
-    free, stand-in connector processes run from it, so that the process, BPF and network
-    (sock_diag) collectors all do their live work."""
-    stand_ins: list[subprocess.Popen] = []
-    made, t = False, None
-    try:
-        if os.geteuid() == 0 and not os.path.exists("/opt/cisco"):
-            os.mkdir("/opt/cisco")  # ours from here on (it fails if one appeared meanwhile)
-            made = True
-            bin_dir = Path("/opt/cisco/amp/bin")
-            bin_dir.mkdir(parents=True)
-            for name in ("ampdaemon", "ampscansvc", "ampupdater"):
-                shutil.copy(shutil.which("sleep") or "/bin/sleep", bin_dir / name)
-                stand_ins.append(subprocess.Popen([str(bin_dir / name), "600"]))
-        port = free_port()
-        t = Target("live", [*EXPORTER, "serve", "--web.listen-address", f"127.0.0.1:{port}"],
-                   port)
-        deadline = time.monotonic() + 30
-        while b'amp_exporter_events_source{source="ebpf"} 1' not in t.get():
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.2)
-        for _ in range(100):
-            body = t.get()
-        if made:
+    once its eBPF source is active (None where eBPF, or the stand-in connector's private
+    namespace, cannot be had here). The stand-in connector (bench/livehost.py: ampdaemon
+    and ampscansvc holding loopback connections, an ampcli with a real status) runs in a
+    private mount namespace, where the exporter is served too, so that the process, BPF
+    and network (sock_diag) collectors all do their live work and this machine's /opt is
+    never touched."""
+    import livehost  # bench/: beside this file
+
+    if livehost.unavailable():
+        return None
+    t = None
+    with livehost.ConnectorNamespace(work) as ns:
+        try:
+            port = free_port()
+            t = Target("live", ns.wrap([*EXPORTER, "serve", "--web.listen-address",
+                                        f"127.0.0.1:{port}"]), port)
+            deadline = time.monotonic() + 30
+            while b'amp_exporter_events_source{source="ebpf"} 1' not in t.get():
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.2)
+            for _ in range(100):
+                body = t.get()
             assert b'amp_exporter_network_source{source="netlink"} 1' in body, "no sock_diag"
-        return t.rss_mib()
-    finally:
-        if t:
-            t.stop()
-        for p in stand_ins:
-            p.kill()
-            p.wait()
-        if made:
-            shutil.rmtree("/opt/cisco")
+            assert b'cisco_amp_process_up{process="ampdaemon"} 1' in body, "no stand-in"
+            return t.rss_mib()
+        finally:
+            if t:
+                t.stop()
 
 
 def _grow(root: Path, processes: int, directories: int) -> None:
