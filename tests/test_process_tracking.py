@@ -32,22 +32,40 @@ from amp_exporter.host.processes import cgroup_candidates, parse_cgroup_procs
 
 CGROUP = Path("/sys/fs/cgroup")
 # layout: (hierarchy on this machine the test's cgroup is made in, whether the namespace
-# mounts cgroup2 over sys/fs/cgroup, as a v2-only host has it)
+# mounts cgroup2 over sys/fs/cgroup as a v2-only host has it, whether the exporter scrapes
+# from a cgroup namespace of its own as in a container on a v2 host)
 LAYOUTS = {
-    "v2": ("unified", True),
-    "hybrid": ("unified", False),
-    "v1-systemd": ("systemd", False),
-    "v1-pids": ("pids", False),
+    "v2": ("unified", True, False),
+    "hybrid": ("unified", False, False),
+    "v1-systemd": ("systemd", False, False),
+    "v1-pids": ("pids", False, False),
+    "v2-cgroupns": ("unified", False, True),
 }
 BIN = "/opt/cisco/amp/bin"
 
 # PID 1 of the test's namespaces: one JSON command a line in, one JSON answer a line out.
 DRIVER = r"""
-import json, logging, os, shutil, subprocess, sys, time
+import ctypes, json, logging, os, shutil, subprocess, sys, time
 from amp_exporter.cli import build_parser, exposition, make_exporter
 from amp_exporter.host import processes
 
-cgroup_procs, host, collectors = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+cgroup_procs, host, collectors, container = sys.argv[1:5]
+collectors = collectors.split(",")
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWCGROUP = 0x02000000
+own_ns = scrape_ns = None
+if container:  # a cgroup namespace rooted at the container's cgroup, to scrape from
+    own_ns = os.open("/proc/self/ns/cgroup", os.O_RDONLY)
+    with open(container + "/cgroup.procs", "w") as f:
+        f.write("0")
+    if libc.unshare(CLONE_NEWCGROUP) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWCGROUP)")
+    scrape_ns = os.open("/proc/self/ns/cgroup", os.O_RDONLY)
+    libc.setns(own_ns, CLONE_NEWCGROUP)  # back: the stand-ins are started from here
+
+def enter(ns):
+    if ns is not None and libc.setns(ns, CLONE_NEWCGROUP) != 0:
+        raise OSError(ctypes.get_errno(), "setns(CLONE_NEWCGROUP)")
 records = []
 handler = logging.Handler(logging.DEBUG)
 handler.emit = records.append
@@ -88,6 +106,7 @@ def do(op, **cmd):
                  "--collector.disable-defaults",
                  *(f"--collector.{name}" for name in collectors)]))
             exporter.shared.processes.full_listing_seconds = cmd["every"]
+        enter(scrape_ns)
         if cmd.get("uid") is not None:
             os.seteuid(cmd["uid"])  # no effective capabilities either, until back to 0
         try:
@@ -95,6 +114,7 @@ def do(op, **cmd):
             text = exposition(exporter).decode()
         finally:
             os.seteuid(0)
+            enter(own_ns)
         table = exporter.shared.processes
         return {"text": text, "listed": processes.COUNTS.proc_listings - before,
                 "reason": table.listing_reason, "cgroup": table._cgroup}
@@ -104,6 +124,13 @@ def do(op, **cmd):
     if op == "run":
         subprocess.run(cmd["argv"], check=True)
         return {}
+    if op == "cgroup":  # proc/PID/cgroup as the exporter reads it
+        enter(scrape_ns)
+        try:
+            with open(f"/proc/{cmd['pid']}/cgroup") as f:
+                return {"text": f.read()}
+        finally:
+            enter(own_ns)
     if op == "members":
         with open(cgroup_procs) as f:
             return {"pids": sorted(int(w) for w in f.read().split())}
@@ -138,7 +165,7 @@ def needs_cgroups(hierarchy: str) -> None:
         pytest.skip("util-linux unshare is needed")
     if not (CGROUP / hierarchy / "cgroup.procs").exists():
         pytest.skip(f"no cgroup hierarchy at {CGROUP / hierarchy} on this machine")
-    for stale in (CGROUP / hierarchy).glob("amp-test-*-*"):  # left by a killed run
+    for stale in sorted((CGROUP / hierarchy).glob("amp-test-*-*")):  # a killed run's
         if not Path(f"/proc/{stale.name.split('-')[2]}").exists():
             with contextlib.suppress(OSError):
                 stale.rmdir()
@@ -150,12 +177,17 @@ class Connector:
 
     def __init__(self, layout: str, every: float = processes.FULL_LISTING_SECONDS,
                  collectors: tuple[str, ...] = ("processes", "scan_service")) -> None:
-        hierarchy, own_v2 = LAYOUTS[layout]
+        hierarchy, own_v2, cgroupns = LAYOUTS[layout]
         needs_cgroups(hierarchy)
         self.every = every
         self.last: dict = {}
         self.cgroup = CGROUP / hierarchy / f"amp-test-{os.getpid()}-{next(_serial)}"
         self.cgroup.mkdir()
+        # The container's cgroup, beside the connector's: the exporter's cgroup namespace
+        # is rooted there, and shows the connector's as /../amp-test-...
+        self.container = Path(f"{self.cgroup}-container") if cgroupns else None
+        if self.container:
+            self.container.mkdir()
         # Where the namespace sees it: at the top when cgroup2 is all of sys/fs/cgroup.
         inside = CGROUP / self.cgroup.name if own_v2 else self.cgroup
         self.seen_at = inside.relative_to(CGROUP)
@@ -167,8 +199,9 @@ class Connector:
         self.driver = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
              "--kill-child", "--mount-proc", "sh", "-c",
-             " && ".join(setup) + ' && exec "$0" -c "$1" "$2" "$3" "$4"', sys.executable,
-             DRIVER, str(inside / "cgroup.procs"), self.host, ",".join(collectors)],
+             " && ".join(setup) + ' && exec "$0" -c "$1" "$2" "$3" "$4" "$5"',
+             sys.executable, DRIVER, str(inside / "cgroup.procs"), self.host,
+             ",".join(collectors), str(self.container or "")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/",
             env={**os.environ, "PYTHONPATH": str(REPO), "TZ": "UTC"})
         ready = self.driver.stdout.readline()
@@ -208,14 +241,15 @@ class Connector:
         finally:
             self.driver.kill()
             self.driver.wait()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.cgroup.rmdir()
-                break
-            except OSError:  # members still leaving
-                assert time.monotonic() < deadline, (self.cgroup / "cgroup.procs").read_text()
-                time.sleep(0.05)
+        for cgroup in filter(None, (self.cgroup, self.container)):
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    cgroup.rmdir()
+                    break
+                except OSError:  # members still leaving
+                    assert time.monotonic() < deadline, (cgroup / "cgroup.procs").read_text()
+                    time.sleep(0.05)
         with contextlib.suppress(OSError):
             os.rmdir(self.host)
 
@@ -232,7 +266,8 @@ def connector(layout: str = "hybrid", **kwargs):
 @pytest.fixture(params=sorted(LAYOUTS))
 def any_layout(request):
     """The stand-ins in a cgroup of each layout: v2 only, hybrid (this machine's), v1's
-    name=systemd hierarchy, v1's pids controller."""
+    name=systemd hierarchy, v1's pids controller, and v2 scraped from a cgroup namespace
+    of the exporter's own."""
     with connector(request.param) as c:
         yield c
 
@@ -264,8 +299,13 @@ def healthy(s: Scrape) -> None:
 
 def test_known_processes_are_followed_without_listing_proc(any_layout):
     c = any_layout
-    c.start("ampdaemon")
+    daemon = c.start("ampdaemon")
     c.start("ampscansvc")
+    seen = c.ask("cgroup", pid=daemon)["text"]
+    if c.container:
+        assert f"0::/../{c.cgroup.name}\n" in seen  # from the namespace's root, beside it
+    else:
+        assert f"/{c.cgroup.name}\n" in seen
     s, n = c.scrape()
     assert n == 1  # the first collection lists proc
     healthy(s)
@@ -494,9 +534,11 @@ def test_where_each_cgroup_layout_is_looked_for():
         ("cpu,cpuacct", unit[1:]), ("cpu", unit[1:]), ("cpuacct", unit[1:])]
     assert cgroup_candidates(f"3:cpuacct:{unit}\n2:name=other:{unit}\n") == [
         ("cpuacct", unit[1:])]
-    # the root cgroup holds everything: no use; nor a path outside our cgroup namespace
+    # the root cgroup holds everything: no use
     assert cgroup_candidates("0::/\n1:name=systemd:/\n") == []
-    assert cgroup_candidates("0::/../../system.slice/cisco-amp.service\n") == []
+    # seen from a cgroup namespace of its own: looked for from the top of the hierarchy
+    assert cgroup_candidates(f"0::/../..{unit}\n") == [("", unit[1:]), ("unified", unit[1:])]
+    assert cgroup_candidates("0::/../..\n1:name=systemd:/a/../b\n") == []
     assert cgroup_candidates("garbage\n\n3:cpu\n") == []
     assert parse_cgroup_procs("12\n7\n12\n") == {7, 12}
     with pytest.raises(ValueError):

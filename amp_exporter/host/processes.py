@@ -12,8 +12,9 @@ processes are known, a refresh asks the kernel about them alone (~0.2 ms either 
   service, so a scan service the daemon restarted, or a whole unit restarted, is
   found there. cgroup v2 (unified, `sys/fs/cgroup` or `sys/fs/cgroup/unified`) and v1
   (the `name=systemd` hierarchy, then `pids`, `cpu`, ...) alike, always under the
-  configured sysfs; the cgroup is used only when it lists the process it was found
-  from (a cgroup of another PID namespace, a cgroup namespace or a stale tree does not).
+  configured sysfs (a container's /host/sys/fs/cgroup, whatever its own cgroup namespace);
+  the cgroup is used only when it lists the process it was found from (one of another
+  PID namespace, which shows those processes as 0 or not at all, or a stale tree does not).
 
 The full listing of `proc` is the bounded fallback: on the first refresh, while no
 connector process is known, when the cgroup cannot be read (permission, no cgroup
@@ -160,13 +161,21 @@ def cgroup_candidates(text: str) -> list[tuple[str, str]]:
     (at `cpu,cpuacct` or on their own). Not the others (`memory`, `cpuset`, ...): a
     process is often in a container's or a machine slice's cgroup there, which holds far
     more than the service. Left out too: the root cgroup (it holds every process not in
-    another: reading it is a listing of the host), and a path outside the reader's cgroup
-    namespace (`/../..`), which cannot be located."""
+    another: reading it is a listing of the host).
+
+    A reader in a cgroup namespace of its own (the exporter in a container on a v2 host)
+    is shown the path from its namespace's root, `/../../system.slice/cisco-amp.service`:
+    what follows the climb is then the path from the top of the hierarchy, which the host's
+    own cgroup mount (`/host/sys/fs/cgroup`) shows, unless the namespace's root and the
+    service share a deeper ancestor. Either way the caller keeps a directory only when it
+    lists the process the path came from: a wrong guess costs one failed read."""
     ranked = []
     for order, line in enumerate(text.splitlines()):
         hierarchy, _, rest = line.partition(":")
         controllers, sep, path = rest.partition(":")
         parts = [p for p in path.split("/") if p]
+        while parts and parts[0] == "..":
+            del parts[0]
         if not sep or not path.startswith("/") or not parts or ".." in parts or "." in parts:
             continue
         relative = "/".join(parts)
@@ -186,8 +195,9 @@ def cgroup_candidates(text: str) -> list[tuple[str, str]]:
 
 
 def parse_cgroup_procs(text: str) -> set[int]:
-    """The PIDs of a cgroup.procs file; ValueError on anything else."""
-    return {int(word) for word in text.split()}
+    """The PIDs of a cgroup.procs file (0 is a process outside the reader's PID namespace:
+    left out); ValueError on anything else."""
+    return {int(word) for word in text.split()} - {0}
 
 
 class ProcessTable:
