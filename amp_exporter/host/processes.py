@@ -331,7 +331,11 @@ class ProcessTable:
         self, anchors: list[int]
     ) -> Iterator[tuple[Optional[int], Optional[str], str]]:
         """(anchor PID or None, a cgroup directory to try, or None and why there is none),
-        best first; the cgroup found last first, when an anchor is still in it."""
+        best first: the cgroup found last (kept if it still lists the first anchor, which
+        a process moved elsewhere would not be: then proc/PID/cgroup is read again), then
+        each anchor's cgroups from its proc/PID/cgroup."""
+        if self._cgroup is not None:
+            yield (anchors[0] if anchors else None), self._cgroup, ""
         for pid in anchors:
             try:
                 text = read_text(self.paths.proc(str(pid), "cgroup"), 64 << 10)
@@ -342,13 +346,8 @@ class ProcessTable:
             if not places:
                 yield pid, None, (f"process {pid} is in no cgroup of its own (the root "
                                   "cgroup, or one outside our cgroup namespace)")
-            if self._cgroup in places:
-                places.remove(self._cgroup)
-                places.insert(0, self._cgroup)
             for directory in places:
                 yield pid, directory, ""
-        if not anchors and self._cgroup is not None:
-            yield None, self._cgroup, ""
 
     def _refresh_from_cgroup(self, uptime: Optional[float]) -> Optional[str]:
         """Look at the known connector processes and their cgroup's members only. Returns
