@@ -1,0 +1,772 @@
+"""Live-host benchmark: amp-exporter on this machine's own /proc, /sys and sockets, against
+node_exporter and process-exporter scraped in the same run.
+
+    .venv/bin/python bench/live.py [--quick] [--rounds N] [--trials N] [--markdown FILE]
+                                   [--loads 1k,10k,2k-sockets,10k-sockets] [--profile]
+
+Needs root. The stand-in connector (bench/livehost.py) runs in a private mount namespace
+(a tmpfs over /opt there only): ampdaemon and ampscansvc from /opt/cisco/amp/bin, holding
+loopback TCP connections and a Unix socket, and an ampcli printing a real status. Every
+exporter runs in that namespace, as the README serves it (`amp-exporter serve`, i.e.
+--path.rootfs=/, eBPF events where this machine allows them), on loopback.
+
+Loads, one after the other: 1,000 and 10,000 extra processes (forks of bench/livehold.c
+that only pause, in a PID namespace of their own so that they all go with their parent),
+then 2,000 and 10,000 extra TCP sockets (established loopback pairs, both ends held, 2,000
+sockets per holder process). At each load, started afresh and scraped in interleaved
+rounds (the order rotates each round), in two groups so that only one eBPF-counting
+exporter runs at a time, as on a real host (each one's probes cost every process a little):
+node_exporter, amp-exporter with ampcli cached, process-exporter and amp-exporter with
+the processes collector alone; then node_exporter and amp-exporter with ampcli on every
+scrape:
+
+  node_exporter                      Debian's prometheus-node-exporter, default collectors
+  amp-exporter, ampcli cached        --ampcli.cache 3600: the exporter's own work
+  amp-exporter, ampcli every scrape  --ampcli.cache 0: a real 15 s scrape, ampcli included
+  process-exporter                   Debian's prometheus-process-exporter, -procnames of the
+                                     connector's processes only
+  amp-exporter, processes alone      --collector.disable-defaults --collector.processes
+
+CPU per scrape is each process's own utime+stime+cutime+cstime (/proc/PID/stat: all its
+threads, and its children it reaped, e.g. ampcli) over the rounds, divided by the rounds;
+latency is the client's, per scrape; RSS is VmRSS after the rounds. The share of the
+machine's CPUs that other work took during the rounds is printed with each load: this is
+a shared machine, and the ratios stand up to that noise better than the absolute figures.
+Then, started afresh
+`trials` times each, interleaved: start to first answered scrape (amp-exporter as the
+README serves it, node_exporter, process-exporter), and the CPU of one `amp-exporter
+textfile` run (os.wait4's rusage of the child: it and the children it reaped) against the
+interpreter alone (`python -c pass`, the floor of any run of a Python program here).
+
+Prints a table for each load with each figure beside its baseline and the ratio, then the
+growth (10,000 vs 1,000 extra processes; 10,000 vs 2,000 extra sockets), and checks the
+targets (the constants below). Exit 1 when one is missed (each is named), 2 when the
+benchmark could not run, 130 when interrupted (everything it started is ended either way).
+--profile then runs the ampcli-cached exporter at the last load with each request thread
+under cProfile, and prints where its scrapes go.
+
+Not like a real host here: the stand-ins run in whatever cgroup this benchmark runs in
+(printed; on a machine without systemd, the root cgroup), not in a service's cgroup
+(`cisco-amp.service`). The exporter finds the connector's processes through their
+service's cgroup where it can, and lists proc where it cannot, as here. Making a cgroup
+would write to the machine's /sys/fs/cgroup, which this benchmark does not do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+import livehost  # noqa: E402
+import scrape  # noqa: E402
+
+from amp_exporter.host.processes import KNOWN_PROCESSES  # noqa: E402
+
+_CONSOLE = REPO / ".venv" / "bin" / "amp-exporter"
+# The README's `amp-exporter` (the installed console script), else the module.
+AMP = [str(_CONSOLE)] if _CONSOLE.exists() else [sys.executable, "-m", "amp_exporter"]
+NODE_EXPORTER = scrape.NODE_EXPORTER
+PROCESS_EXPORTER = (shutil.which("prometheus-process-exporter")
+                    or "/usr/bin/prometheus-process-exporter")
+TICKS = os.sysconf("SC_CLK_TCK")
+SOCKET_PAIRS_PER_HOLDER = 1000  # 2,000 sockets (and a listener) per holder process
+
+LOADS = {  # key: (label, extra processes, extra TCP sockets)
+    "1k": ("1,000 extra processes", 1000, 0),
+    "10k": ("10,000 extra processes", 10000, 0),
+    "2k-sockets": ("2,000 extra TCP sockets", 0, 2000),
+    "10k-sockets": ("10,000 extra TCP sockets", 0, 10000),
+}
+
+# Targets (the product owner's; never weakened here).
+CACHED_VS_NODE = 0.5      # live CPU per scrape, ampcli cached, < 0.5 x node_exporter's
+EVERY_VS_NODE = 0.6       # ... with ampcli on every scrape, < 0.6 x
+GROWTH = 0.20             # CPU per scrape unchanged +-20 %, 1k -> 10k processes, 2k -> 10k sockets
+VS_PROCESS_EXPORTER = 5   # processes collector alone >= 5x cheaper at 10,000 extra processes
+RSS_MIB = 25              # every collector on
+TEXTFILE_CPU = 0.150      # s of CPU for one textfile run
+FIRST_SCRAPE = 0.200      # s from start to the first answered scrape
+
+
+class Server(scrape.Target):
+    """A server started in the connector's namespace; CPU includes reaped children."""
+
+    poll_seconds = 0.001
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        # utime stime cutime cstime (fields 14-17 of proc(5))
+        return sum(int(f) for f in fields[11:15]) / TICKS
+
+    def children(self) -> list[int]:
+        return livehost.children_of(self.proc.pid)
+
+    def settle(self, timeout: float = 30) -> None:
+        """Until it has no child left (eBPF loader, ampcli): their CPU lands when reaped."""
+        deadline = time.monotonic() + timeout
+        while self.children() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class Stats:
+    cpu: float = 0.0            # s per scrape
+    p50: float = 0.0
+    p99: float = 0.0
+    rss: float = 0.0            # MiB
+    first: list = field(default_factory=list)   # s, start to first scrape, per trial
+
+
+@dataclass
+class Result:
+    key: str
+    label: str
+    processes: int = 0          # in /proc during the rounds
+    tcp: int = 0                # TCP sockets in use (proc/net/sockstat)
+    rounds: int = 0
+    stats: dict = field(default_factory=dict)   # target -> Stats
+    textfile: list = field(default_factory=list)  # s of CPU per run
+    python: list = field(default_factory=list)
+    events: str = ""
+    rows: list = field(default_factory=list)  # the table, targets checked
+    others: tuple = (0.0, 0.0)  # share of the CPUs others used, per group of rounds
+
+
+NODE, CACHED, EVERY, PE, PROCS = ("node_exporter", "amp, ampcli cached",
+                                  "amp, ampcli every scrape", "process-exporter",
+                                  "amp, processes alone")
+NODE_B = "node_exporter, beside ampcli every scrape"
+START_AMP = "amp-exporter serve"
+OTHERS = "others"  # Stats.cpu: the share of the machine's CPUs others used during rounds
+WARM_UP = 10  # scrapes of each target before the rounds
+# How each is served (address: 127.0.0.1:PORT). Both eBPF exporters (CACHED, EVERY) never
+# run at once: on a real host one does, and each one's probes cost every other process
+# here a little (+0.3-0.5 ms a node_exporter scrape each, measured), so the rounds run in
+# two groups, each with node_exporter: CACHED with PE and PROCS, then EVERY.
+ARGV = {
+    NODE: lambda a: [NODE_EXPORTER, f"--web.listen-address={a}"],
+    CACHED: lambda a: [*AMP, "serve", "--ampcli.cache", "3600", "--web.listen-address", a],
+    EVERY: lambda a: [*AMP, "serve", "--ampcli.cache", "0", "--web.listen-address", a],
+    PE: lambda a: [PROCESS_EXPORTER, "-procnames", ",".join(KNOWN_PROCESSES),
+                   "-web.listen-address", a],
+    PROCS: lambda a: [*AMP, "serve", "--collector.disable-defaults", "--collector.processes",
+                      "--web.listen-address", a],
+    START_AMP: lambda a: [*AMP, "serve", "--web.listen-address", a],  # the README's
+}
+
+
+class Loads:
+    """The extra processes and sockets, held by helper processes that exit when their
+    stdin closes (or their parent dies)."""
+
+    def __init__(self, helper: Path) -> None:
+        self.helper = helper
+        self.sleepers: list[subprocess.Popen] = []
+        self.sockets: list[subprocess.Popen] = []
+        self.sleepers_n = 0
+
+    def _start(self, argv: list[str]) -> subprocess.Popen:
+        p = subprocess.Popen(livehost.die_with_parent(argv), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        if p.stdout.readline() != "ready\n":
+            p.wait(10)
+            raise RuntimeError(f"load helper {argv[-2:]} did not start")
+        return p
+
+    def processes(self, n: int) -> None:
+        have = self.sleepers_n
+        if n < have or n == 0:
+            self._end(self.sleepers)
+            have = 0
+        if n > have:
+            # A PID namespace of their own: when its first process goes, the kernel ends
+            # and reaps every sleeper (this machine's PID 1 reaps no orphans).
+            self.sleepers.append(self._start(
+                ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--",
+                 str(self.helper), "sleepers", str(n - have)]))
+        self.sleepers_n = n
+
+    def tcp(self, n: int) -> None:
+        want = -(-n // (2 * SOCKET_PAIRS_PER_HOLDER))
+        if want < len(self.sockets):
+            self._end(self.sockets)
+        while len(self.sockets) < want:
+            self.sockets.append(self._start([str(self.helper), "sockets",
+                                             str(SOCKET_PAIRS_PER_HOLDER)]))
+
+    @staticmethod
+    def _end(procs: list[subprocess.Popen]) -> None:
+        for p in procs:
+            with contextlib.suppress(OSError):
+                p.stdin.close()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        procs.clear()
+
+    def close(self) -> None:
+        self._end(self.sleepers)
+        self._end(self.sockets)
+
+
+def process_count() -> int:
+    return sum(1 for e in os.listdir("/proc") if e.isdigit())
+
+
+def tcp_in_use() -> int:
+    text = Path("/proc/net/sockstat").read_text() + Path("/proc/net/sockstat6").read_text()
+    return sum(int(m) for m in re.findall(r"^TCP6?: inuse (\d+)", text, re.MULTILINE))
+
+
+def foreign_connector_processes(ours: set[int]) -> list[int]:
+    """Connector-named processes not ours (a test elsewhere on this machine?): the
+    exporters would count them too."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in ours:
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{entry}/comm").read_text().strip() in KNOWN_PROCESSES:
+                    found.append(int(entry))
+    return found
+
+
+def cgroups(pid: int) -> str:
+    """Where pid is in the hierarchies the exporter may follow (v2, name=systemd)."""
+    found = []
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        hierarchy, controllers, path = line.split(":", 2)
+        if hierarchy == "0" or controllers == "name=systemd":
+            found.append(f"{'v2' if hierarchy == '0' else controllers} {path}")
+    return "cgroup " + ", ".join(found) + (" (root: no service cgroup)" if all(
+        f.endswith(" /") for f in found) else "")
+
+
+def value(body: bytes, name: str, **labels: str) -> Optional[float]:
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith(name + "{" if labels else name + " "):
+            head, _, val = line.rpartition(" ")
+            got = head[len(name):].strip("{}")
+            if ",".join(sorted(got.split(","))) == want or not labels:
+                return float(val)
+    return None
+
+
+def events_source(t: Server, timeout: float = 30) -> str:
+    """Once the events source is decided: 'ebpf', or 'procfs (reason)'."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = t.get()
+        if value(body, "amp_exporter_events_source", source="ebpf") == 1:
+            return "ebpf"
+        m = re.search(rb'amp_exporter_events_ebpf_unavailable\{reason="(\w+)"\} 1', body)
+        if (m and m.group(1) != b"starting") or time.monotonic() > deadline:
+            return f"procfs ({m.group(1).decode() if m else 'unknown'})"
+        time.sleep(0.1)
+
+
+def sanity(servers: dict[str, Server], ns: livehost.ConnectorNamespace) -> list[str]:
+    """What must hold for the figures to mean anything: each exporter sees the stand-in
+    connector, and only it."""
+    problems = []
+    for name in (CACHED, EVERY):
+        if name not in servers:
+            continue
+        body = servers[name].get()
+        if value(body, "cisco_amp_connector_state", state="answering") != 1:
+            problems.append(f"{name}: connector not answering")
+        for proc in ns.stand_ins:
+            if value(body, "cisco_amp_process_up", process=proc) != 1:
+                problems.append(f"{name}: {proc} not up")
+        established = value(body, "cisco_amp_tcp_connections", process="ampdaemon",
+                            state="established")
+        if established != 2 * livehost.DAEMON_TCP:
+            problems.append(f"{name}: ampdaemon's established connections {established}, "
+                            f"expected {2 * livehost.DAEMON_TCP}")
+        failed = re.findall(rb'amp_exporter_scrape_collector_success\{collector="(\w+)"\} 0',
+                            body)
+        if failed:
+            problems.append(f"{name}: collectors failing: {b', '.join(failed).decode()}")
+    if PROCS in servers and value(servers[PROCS].get(), "cisco_amp_process_up",
+                                  process="ampdaemon") != 1:
+        problems.append(f"{PROCS}: ampdaemon not up")
+    if PE in servers:
+        pe = servers[PE].get()
+        for proc in ns.stand_ins:
+            seen = value(pe, "namedprocess_namegroup_num_procs", groupname=proc)
+            if seen != 1:
+                problems.append(f"{PE}: {proc} seen {seen} times")
+    return problems
+
+
+def start(ns: livehost.ConnectorNamespace, name: str, work: Path) -> Server:
+    port = scrape.free_port()
+    log = work / (re.sub(r"\W+", "_", name) + ".log")
+    return Server(name, ns.wrap(ARGV[name](f"127.0.0.1:{port}")), port, log=log)
+
+
+def stop_all(servers: dict[str, Server]) -> None:
+    for s in servers.values():
+        s.stop()
+
+
+def wait_foreign_gone(ns: livehost.ConnectorNamespace, timeout: float = 120) -> None:
+    """Processes named like the connector's that are not ours (a test elsewhere on this
+    machine running its own stand-ins) would be counted by every exporter: wait them out."""
+    deadline = time.monotonic() + timeout
+    said = False
+    while foreign_connector_processes(set(ns.stand_ins.values())):
+        if time.monotonic() > deadline:
+            raise RuntimeError("connector-named processes not ours stayed on this machine: "
+                               f"{foreign_connector_processes(set(ns.stand_ins.values()))}")
+        if not said:
+            print("  (waiting for connector-named processes not ours to go: "
+                  f"{foreign_connector_processes(set(ns.stand_ins.values()))})", flush=True)
+            said = True
+        time.sleep(1)
+
+
+def rounds_of(servers: dict[str, Server], rounds: int,
+              ns: livehost.ConnectorNamespace, attempts: int = 4) -> dict[str, Stats]:
+    """`rounds` scrapes of each, interleaved; again when a connector-named process not ours
+    was there before (the exporters' view of it may lag) or appeared meanwhile."""
+    problems: list[str] = []
+    for _ in range(attempts):
+        wait_foreign_gone(ns)
+        problems = sanity(servers, ns)
+        if problems:
+            time.sleep(1)  # the exporters' view of a process that just went may lag
+            problems = sanity(servers, ns)
+            if problems and not foreign_connector_processes(set(ns.stand_ins.values())):
+                raise RuntimeError("; ".join(problems))
+            if problems:
+                continue
+        stats = _rounds(servers, rounds)
+        if not foreign_connector_processes(set(ns.stand_ins.values())):
+            return stats
+        print("  (a connector-named process not ours appeared during the rounds: again)",
+              flush=True)
+    raise RuntimeError("connector-named processes not ours kept appearing: "
+                       + ("; ".join(problems) or "during every attempt"))
+
+
+def machine_busy() -> float:
+    """CPU seconds this machine has spent busy since boot (proc/stat, all CPUs)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / TICKS
+
+
+def _rounds(servers: dict[str, Server], rounds: int) -> dict[str, Stats]:
+    names = list(servers)
+    for s in servers.values():
+        for _ in range(WARM_UP):  # the first scrapes read every new PID
+            s.get()
+        s.settle()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    cpu0 = {n: servers[n].cpu_seconds() for n in names}
+    busy0, self0, wall0 = machine_busy(), sum(os.times()[:2]), time.monotonic()
+    for i in range(rounds):
+        k = i % len(names)
+        for n in names[k:] + names[:k]:  # rotate: no target always scrapes after another
+            times[n].append(servers[n].timed())
+    for s in servers.values():
+        s.settle(5)
+    out = {n: Stats(cpu=(servers[n].cpu_seconds() - cpu0[n]) / rounds,
+                    p50=statistics.median(times[n]), p99=scrape.pct(times[n], 0.99),
+                    rss=servers[n].rss_mib()) for n in names}
+    # What else kept this machine busy meanwhile (other users' work, this client aside):
+    # a share of its CPUs. The ratios hold up to noise; the absolute figures do not.
+    others = (machine_busy() - busy0 - (sum(os.times()[:2]) - self0)
+              - sum(st.cpu for st in out.values()) * rounds)
+    out[OTHERS] = Stats(cpu=max(0.0, others) / ((time.monotonic() - wall0) * os.cpu_count()))
+    return out
+
+
+def first_scrapes(ns: livehost.ConnectorNamespace, trials: int, work: Path,
+                  stats: dict[str, Stats]) -> None:
+    """Start to first answered scrape, `trials` fresh starts each, interleaved."""
+    for _ in range(trials):
+        for name in (START_AMP, NODE, PE):
+            s = start(ns, name, work)
+            stats.setdefault(name, Stats()).first.append(s.first_scrape)
+            if name == START_AMP:
+                # Stopped before its eBPF loader is done, the exporter leaves it to finish
+                # alone (and its CPU to land on the next start): let it finish.
+                events_source(s)
+                s.settle()
+            s.stop()
+
+
+def rusage_cpu(argv: list[str]) -> float:
+    """CPU seconds of one run of argv (it and the children it reaped), from wait4."""
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    err = p.stderr.read().decode(errors="replace")
+    p.stderr.close()
+    if p.returncode != 0:
+        raise RuntimeError(f"{argv[-4:]} exited {p.returncode}: {err[-500:]}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def textfile_runs(ns: livehost.ConnectorNamespace, trials: int, work: Path,
+                  result: Result) -> None:
+    out = work / "textfile" / "amp-exporter.prom"
+    out.parent.mkdir(exist_ok=True)
+    for _ in range(trials):
+        result.textfile.append(rusage_cpu(ns.wrap([*AMP, "textfile", "--output", str(out)])))
+        result.python.append(rusage_cpu(ns.wrap([sys.executable, "-c", "pass"])))
+    if b"cisco_amp_connector_state" not in out.read_bytes():
+        raise RuntimeError("the textfile run wrote no connector state")
+
+
+def measure(key: str, ns: livehost.ConnectorNamespace, loads: Loads, rounds: int,
+            trials: int, work: Path) -> Result:
+    label, processes, sockets = LOADS[key]
+    loads.processes(processes)
+    loads.tcp(sockets)
+    result = Result(key, label, rounds=rounds)
+    servers: dict[str, Server] = {}
+    try:
+        for name in (NODE, CACHED, PE, PROCS):
+            servers[name] = start(ns, name, work)
+        result.events = events_source(servers[CACHED])
+        result.processes, result.tcp = process_count(), tcp_in_use()
+        result.stats = rounds_of(servers, rounds, ns)
+        servers.pop(CACHED).stop()
+        servers.pop(PE).stop()
+        servers.pop(PROCS).stop()
+        servers[EVERY] = start(ns, EVERY, work)
+        events_source(servers[EVERY])
+        group = rounds_of(servers, rounds, ns)
+        result.stats[NODE_B], result.stats[EVERY] = group[NODE], group[EVERY]
+        result.others = (result.stats.pop(OTHERS).cpu, group[OTHERS].cpu)
+    finally:
+        stop_all(servers)
+    first_scrapes(ns, trials, work, result.stats)
+    textfile_runs(ns, trials, work, result)
+    return result
+
+
+# -- the report ---------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    figure: str
+    baseline: str   # what it is set beside
+    ours: str
+    base: str
+    ratio: str
+    target: str = ""
+    met: Optional[bool] = None
+
+
+MISSED: list[str] = []
+
+
+def ms(s: float) -> str:
+    return f"{s * 1e3:.2f} ms"
+
+
+def p50_99(st: Stats) -> str:
+    return f"{st.p50 * 1e3:.2f} / {st.p99 * 1e3:.2f} ms"
+
+
+def rows_for(r: Result) -> list[Row]:
+    """The table of one load, its targets checked (a missed one goes to MISSED)."""
+    s = r.stats
+    node, cached, every, pe, procs = s[NODE], s[CACHED], s[EVERY], s[PE], s[PROCS]
+    node_b = s[NODE_B]
+    rows = []
+
+    def check(row: Row, met: bool) -> Row:
+        row.met = met
+        if not met:
+            MISSED.append(f"{row.figure} ({r.label}): {row.ours} vs {row.baseline} "
+                          f"{row.base}, ratio {row.ratio}, target {row.target}")
+        return row
+
+    ratio = cached.cpu / node.cpu
+    rows.append(check(Row("CPU per scrape, ampcli cached", NODE, ms(cached.cpu), ms(node.cpu),
+                          f"{ratio:.2f}", f"< {CACHED_VS_NODE}"), ratio < CACHED_VS_NODE))
+    ratio = every.cpu / node_b.cpu
+    rows.append(check(Row("CPU per scrape, ampcli every scrape", NODE, ms(every.cpu),
+                          ms(node_b.cpu), f"{ratio:.2f}", f"< {EVERY_VS_NODE}"),
+                      ratio < EVERY_VS_NODE))
+    for name, st, base in (("ampcli cached", cached, node),
+                           ("ampcli every scrape", every, node_b)):
+        rows.append(Row(f"latency p50 / p99, {name}", NODE, p50_99(st), p50_99(base),
+                        f"{st.p50 / base.p50:.2f} / {st.p99 / base.p99:.2f}"))
+    ratio = procs.cpu / pe.cpu
+    row = Row("CPU per scrape, processes collector alone", PE, ms(procs.cpu), ms(pe.cpu),
+              f"{ratio:.2f}" + (f" ({pe.cpu / procs.cpu:.1f}x cheaper)" if procs.cpu else ""))
+    if r.key == "10k":
+        row.target = f">= {VS_PROCESS_EXPORTER}x cheaper"
+        check(row, procs.cpu * VS_PROCESS_EXPORTER <= pe.cpu)
+    rows.append(row)
+    rows.append(Row("latency p50 / p99, processes collector alone", PE, p50_99(procs),
+                    p50_99(pe), f"{procs.p50 / pe.p50:.2f} / {procs.p99 / pe.p99:.2f}"))
+    rows.append(check(Row("RSS, every collector on (ampcli cached)", NODE,
+                          f"{cached.rss:.1f} MiB", f"{node.rss:.1f} MiB",
+                          f"{cached.rss / node.rss:.2f}", f"< {RSS_MIB} MiB"),
+                      cached.rss < RSS_MIB))
+    rows.append(Row("RSS, processes collector alone", PE, f"{procs.rss:.1f} MiB",
+                    f"{pe.rss:.1f} MiB", f"{procs.rss / pe.rss:.2f}"))
+    first, node_first = statistics.median(s[START_AMP].first), statistics.median(node.first)
+    rows.append(check(Row(f"start to first scrape (median of {len(node.first)})", NODE,
+                          ms(first), ms(node_first), f"{first / node_first:.1f}",
+                          f"< {FIRST_SCRAPE * 1e3:.0f} ms"), first < FIRST_SCRAPE))
+    text, py = statistics.median(r.textfile), statistics.median(r.python)
+    rows.append(check(Row(f"textfile run CPU (median of {len(r.textfile)})", "python -c pass",
+                          ms(text), ms(py), f"{text / py:.1f}",
+                          f"< {TEXTFILE_CPU * 1e3:.0f} ms"), text < TEXTFILE_CPU))
+    return rows
+
+
+def growth_rows(results: dict[str, Result]) -> list[Row]:
+    rows = []
+    for small, big, what in (("1k", "10k", "10,000 vs 1,000 extra processes"),
+                             ("2k-sockets", "10k-sockets", "10,000 vs 2,000 extra sockets")):
+        if small not in results or big not in results:
+            continue
+        a, b = results[small].stats, results[big].stats
+        g = b[CACHED].cpu / a[CACHED].cpu
+        others = ", ".join(f"{n} x{b[n].cpu / a[n].cpu:.2f}" for n in (EVERY, PROCS, NODE, PE))
+        row = Row(f"CPU per scrape, {what}, ampcli cached", "the others' growth",
+                  f"{ms(a[CACHED].cpu)} -> {ms(b[CACHED].cpu)}", others, f"x{g:.2f}",
+                  f"x{1 - GROWTH:.1f}..x{1 + GROWTH:.1f}", abs(g - 1) <= GROWTH)
+        if not row.met:
+            MISSED.append(f"CPU per scrape unchanged ({what}): x{g:.2f}, target "
+                          f"x{1 - GROWTH:.1f}..x{1 + GROWTH:.1f}")
+        rows.append(row)
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    base = [f"{r.baseline} {r.base}" for r in rows]
+    w = [max(len(r.figure) for r in rows), max(len(r.ours) for r in rows),
+         max(len(b) for b in base), max(len(r.ratio) for r in rows)]
+    for r, b in zip(rows, base):
+        met = "" if r.met is None else ("met" if r.met else "MISSED")
+        print(f"  {r.figure:<{w[0]}}  {r.ours:>{w[1]}}  {b:<{w[2]}}  {r.ratio:>{w[3]}}"
+              f"  {r.target:<18} {met}".rstrip())
+
+
+def markdown(results: dict[str, Result], growth: list[Row], header: str) -> str:
+    """One table, a column per load: 'ours vs baseline: ratio', and the growth rows."""
+    loads = list(results.values())
+    out = [header, "", "| figure (baseline) | target | "
+           + " | ".join(r.label for r in loads) + " |",
+           "|---|---|" + "---|" * len(loads)]
+    for i, first in enumerate(loads[0].rows):
+        cells = []
+        for r in loads:
+            row = r.rows[i]
+            met = "" if row.met is None else (" (met)" if row.met else " (**missed**)")
+            cells.append(f"{row.ours} vs {row.base}: {row.ratio}{met}")
+        target = next((r.rows[i].target for r in loads if r.rows[i].target), "")
+        out.append(f"| {first.figure} ({first.baseline}) | {target} | {' | '.join(cells)} |")
+    out.append("| in /proc; TCP sockets in use | | " + " | ".join(
+        f"{r.processes:,}; {r.tcp:,}" for r in loads) + " |")
+    out.append("| other work on the machine during the rounds (share of its CPUs) | | "
+               + " | ".join(f"{r.others[0]:.0%} / {r.others[1]:.0%}" for r in loads) + " |")
+    if growth:
+        out += ["", "| growth | amp-exporter, ampcli cached | ratio | target | met | "
+                "the others' growth |", "|---|---|---|---|---|---|"]
+        for row in growth:
+            out.append(f"| {row.figure} | {row.ours} | {row.ratio} | {row.target} | "
+                       f"{'yes' if row.met else '**no**'} | {row.base} |")
+    return "\n".join(out) + "\n"
+
+
+# -- profile ------------------------------------------------------------------------------
+
+# The exporter, with every request thread (each scrape) under cProfile, merged at exit.
+PROFILED = """
+import atexit, cProfile, pstats, runpy, socketserver, sys, threading
+out = sys.argv.pop(1)
+lock, merged = threading.Lock(), []
+original = socketserver.ThreadingMixIn.process_request_thread
+
+def profiled(self, request, client_address):
+    p = cProfile.Profile()
+    p.enable()
+    try:
+        original(self, request, client_address)
+    finally:
+        p.disable()
+        with lock:
+            merged[0].add(p) if merged else merged.append(pstats.Stats(p))
+
+socketserver.ThreadingMixIn.process_request_thread = profiled
+atexit.register(lambda: merged and merged[0].dump_stats(out))
+runpy.run_module("amp_exporter", run_name="__main__", alter_sys=True)
+"""
+
+
+def profile(ns: livehost.ConnectorNamespace, work: Path, scrapes: int) -> None:
+    """The ampcli-cached exporter's scrapes under cProfile: where they go."""
+    stats_file = work / "profile.pstats"
+    port = scrape.free_port()
+    argv = [sys.executable, "-c", PROFILED, str(stats_file), "serve", "--ampcli.cache", "3600",
+            "--web.listen-address", f"127.0.0.1:{port}"]
+    s = Server("profiled", ns.wrap(argv), port, log=work / "profile.log")
+    try:
+        events_source(s)
+        for _ in range(scrapes):
+            s.get()
+    finally:
+        s.stop()
+    import pstats
+
+    print(f"\ncProfile of {scrapes} scrapes of the ampcli-cached exporter (request threads; "
+          "by own time, then cumulative):")
+    stats = pstats.Stats(str(stats_file))
+    stats.sort_stats("tottime").print_stats(15)
+    stats.sort_stats("cumulative").print_stats(25)
+
+
+# -- main ---------------------------------------------------------------------------------
+
+def preflight(loads: list[str]) -> Optional[str]:
+    why = livehost.unavailable()
+    if why:
+        return why
+    for tool in (NODE_EXPORTER, PROCESS_EXPORTER):
+        if not os.access(tool, os.X_OK):
+            return f"needs {tool} (Debian prometheus-node-exporter, prometheus-process-exporter)"
+    most = max(LOADS[k][1] for k in loads)
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    threads_max = int(Path("/proc/sys/kernel/threads-max").read_text())
+    if process_count() + most + 2000 > min(pid_max, threads_max):
+        return (f"{most:,} extra processes do not fit: {process_count():,} running, "
+                f"pid_max {pid_max:,}, threads-max {threads_max:,} (not raised here)")
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    pairs = max(LOADS[k][2] for k in loads) // 2
+    if high - low < pairs + 1000:
+        return f"{pairs:,} loopback connections do not fit the local port range {low}-{high}"
+    return None
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and trials")
+    parser.add_argument("--rounds", type=int, help="scrape rounds per load (default 200, "
+                        "--quick 40)")
+    parser.add_argument("--trials", type=int, help="fresh starts and textfile runs per load "
+                        "(default 5, --quick 2)")
+    parser.add_argument("--loads", default=",".join(LOADS),
+                        help=f"comma-separated, of {', '.join(LOADS)}")
+    parser.add_argument("--markdown", type=Path, help="also write the tables here")
+    parser.add_argument("--profile", action="store_true",
+                        help="then profile the cached exporter at the last load")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (40 if args.quick else 200)
+    trials = args.trials or (2 if args.quick else 5)
+    keys = [k for k in args.loads.split(",") if k]
+    if any(k not in LOADS for k in keys):
+        parser.error(f"--loads: of {', '.join(LOADS)}")
+    why = preflight(keys)
+    if why:
+        print(f"bench/live.py cannot run here: {why}")
+        return 2
+
+    stopped: list[int] = []
+
+    def interrupted(signum, _frame):
+        stopped.append(signum)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupted)
+    livehost.become_subreaper()
+    opt_cisco_before = os.path.exists("/opt/cisco")
+    work = Path(tempfile.mkdtemp(prefix="amp-bench-live-"))
+    ns = loads = None
+    started = time.monotonic()
+    results: dict[str, Result] = {}
+    try:
+        helper = livehost.build_helper(work)
+        ns = livehost.ConnectorNamespace(work, helper)
+        ns.start()
+        loads = Loads(helper)
+        print(f"live host: kernel {os.uname().release}, {os.cpu_count()} cores, "
+              f"{process_count():,} processes and {tcp_in_use():,} TCP sockets before the load; "
+              f"stand-in connector {ns.stand_ins} in mount namespace {ns.ns}, "
+              f"{cgroups(ns.stand_ins['ampdaemon'])}; {rounds} rounds, {trials} trials per load")
+        for key in keys:
+            t0 = time.monotonic()
+            results[key] = r = measure(key, ns, loads, rounds, trials, work)
+            print(f"\n{r.label}: {r.processes:,} processes, {r.tcp:,} TCP sockets in use, "
+                  f"events source {r.events}; other work on this machine during the rounds: "
+                  f"{r.others[0]:.0%} / {r.others[1]:.0%} of its CPUs "
+                  f"({time.monotonic() - t0:.0f} s)")
+            r.rows = rows_for(r)
+            print_table(r.rows)
+        growth = growth_rows(results)
+        if growth:
+            print("\ngrowth of CPU per scrape (the others' growth beside)")
+            print_table(growth)
+        if args.markdown:
+            args.markdown.write_text(markdown(
+                results, growth, f"Run on {time.strftime('%Y-%m-%d')}, kernel "
+                f"{os.uname().release}, {os.cpu_count()} cores."))
+        if args.profile:
+            profile(ns, work, rounds)
+    except (KeyboardInterrupt, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        if stopped or isinstance(exc, KeyboardInterrupt):
+            # (a Ctrl-C reaches the servers too, and a scrape may fail first)
+            print(f"\ninterrupted ({signal.Signals(stopped[0]).name if stopped else exc}): "
+                  "cleaned up")
+            return 130
+        print(f"\nbench/live.py failed: {type(exc).__name__}: {exc}")
+        return 2
+    finally:
+        if loads:
+            loads.close()
+        if ns:
+            ns.close()
+        leftovers = livehost.end_children()
+        shutil.rmtree(work, ignore_errors=True)
+        if leftovers:
+            print(f"cleanup: killed and reaped what was left our child: {', '.join(leftovers)}")
+        if ns and ns.left():
+            print(f"cleanup: processes still in the connector namespace: {ns.left()}")
+        if not opt_cisco_before and os.path.exists("/opt/cisco"):
+            print("note: /opt/cisco appeared on this machine during the run (not ours: "
+                  "the connector's files were only ever in the private namespace)")
+    print(f"\nwall time {time.monotonic() - started:.0f} s; targets missed: {len(MISSED)}")
+    for m in MISSED:
+        print(f"  MISSED: {m}")
+    return 1 if MISSED else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
