@@ -62,15 +62,17 @@ IGNORED = ("ampcli",)
 _YOUNG_SECONDS = 2.0
 _MAX_FDS_READ = 65536
 # While the cgroup answers, proc is still listed this often, for a connector process
-# started outside the service's cgroup (by hand from a shell, by another unit): the
-# connector's own processes (the daemon's children, the unit's restarts) are all found
-# in the cgroup at once. 60 s keeps such a stray process's lag (one minute plus a scrape
-# interval) far below the shortest `for:` of the shipped alerts (5 m) and the fault 6
-# restart window (600 s). What the listing costs is a scrape's latency, and that tail is
-# the same whatever the period; what the period buys is the average: at 10,000 processes
-# one listing a minute is ~6 ms of CPU a minute, and a longer period would save little
-# more while finding a stray process later.
-FULL_LISTING_SECONDS = 60.0
+# started outside the service's cgroup (by hand from a shell, by another unit). Only such
+# a process's first sighting waits for it: the connector's own processes (the daemon's
+# children, a restarted unit) are in the cgroup, proc is listed at once whenever a known
+# process goes with no successor in the cgroup or none is known, and a stray process once
+# found is followed like the others. 300 s, because the period has to span several scrape
+# intervals or it saves nothing: Prometheus scrapes every 60 s by default and the shipped
+# configurations every 30 s, so 60 s would list at every or every other scrape; 300 s lists
+# at one scrape in 5, 10 or 20 (at 60, 30, 15 s). And the delay is harmless: no alert reads
+# a process's instances, and 300 s is the shortest `for:` of the shipped alerts and half
+# the fault 6 restart window (600 s).
+FULL_LISTING_SECONDS = 300.0
 # A cgroup naming more processes than this is not one service's (a container's or a
 # login session's): following its members (a stat of /proc/PID each) would cost what the
 # listing does at a few hundred processes, and the listing is used instead. The
