@@ -25,19 +25,17 @@ import os
 import platform
 import re
 import shutil
-import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import REPO, Scrape, builder, parse_exposition, run_exporter
 from test_ampcli_chroot import IN_ROOT_ONLY, install, make_root, set_ampcli
+from test_http import Server
 
 from amp_exporter import __version__
 
@@ -289,44 +287,6 @@ def test_textfile_and_check_in_an_empty_root_answer_as_the_source_install(dist, 
     same_as_source(root, host)
 
 
-class Serving:
-    """ARGV (ending in `serve ...`) on 127.0.0.1, the port read from its log."""
-
-    def __init__(self, argv: list[str], env: dict | None = None) -> None:
-        self.proc = subprocess.Popen([*argv, "--web.listen-address", "127.0.0.1:0"],
-                                     stderr=subprocess.PIPE, text=True, env=env)
-        self.lines: list[str] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            found = re.search(r"msg=listening address=127\.0\.0\.1:(\d+)", line)
-            if found:
-                self.port = int(found.group(1))
-                threading.Thread(target=lambda: self.lines.extend(self.proc.stderr),
-                                 daemon=True).start()
-                return
-        self.stop()
-        raise AssertionError("did not start: " + "".join(self.lines))
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
-            assert r.status == 200
-            return r.read().decode()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=20)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def children(pid: int) -> list[int]:
     """The processes whose parent is PID (a scan of /proc that outlasts processes ending
     meanwhile, as other tests' do)."""
@@ -344,14 +304,14 @@ def children(pid: int) -> list[int]:
 def test_serve_in_an_empty_root_answers_as_the_source_install(dist, tmp_path):
     root = empty_root(tmp_path / "root")
     host = add_host(root, "fault-18-overloaded", tmp_path / "hosts")
-    frozen = Serving(chrooted(root, EXPORTER, "serve", "--path.rootfs", "/host",
-                              "--ampcli.cache", "0"), env=ENV)
-    reference = Serving([sys.executable, "-m", "amp_exporter", "serve", "--path.rootfs",
-                         str(host), "--ampcli.cache", "0"],
-                        env={**os.environ, **ENV, "PYTHONPATH": str(REPO)})
+    frozen = Server.command(chrooted(root, EXPORTER, "serve", "--path.rootfs", "/host",
+                                     "--ampcli.cache", "0"), env=ENV)
+    reference = Server.command([sys.executable, "-m", "amp_exporter", "serve",
+                                "--path.rootfs", str(host), "--ampcli.cache", "0"],
+                               env={**os.environ, **ENV, "PYTHONPATH": str(REPO)})
     try:
         for _ in range(2):  # the second scrape: counters and caches past their first run
-            got, want = frozen.metrics(), reference.metrics()
+            got, want = frozen.get()[1], reference.get()[1]
             assert comparable(got, host) == comparable(want, host)
         s = Scrape(parse_exposition(got))
         assert s.value("cisco_amp_connector_state", state="answering") == 1
@@ -432,11 +392,12 @@ def test_the_frozen_exporter_loads_ebpf_with_the_hosts_python(dist, tree, ebpf_r
         Path(python).chmod(0o755)
         env["LD_LIBRARY_PATH"] = "/the/callers"
     flags = () if how == "found" else ("--events.python", python)
-    server = Serving(on_this_machine(tree, f"{PREFIX}/amp-exporter", "serve", *flags), env=env)
+    server = Server.command(on_this_machine(tree, f"{PREFIX}/amp-exporter", "serve", *flags),
+                            env=env)
     try:
         deadline = time.monotonic() + 60
         while True:
-            s = Scrape(parse_exposition(server.metrics()))
+            s = server.scrape()
             if s.value("amp_exporter_events_source", source="ebpf") == 1:
                 break
             assert time.monotonic() < deadline, "".join(server.lines)

@@ -27,12 +27,23 @@ class Server:
         it runs in / (as another user may not enter the checkout)."""
         cwd = REPO if env is None else Path("/")
         env = env or {**os.environ, "PYTHONPATH": str(REPO), "TZ": "UTC"}
-        self.proc = subprocess.Popen(
-            [*argv0, "-m", "amp_exporter", "serve", "--path.rootfs", str(root),
-             "--web.listen-address", "127.0.0.1:0", *flags],
-            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+        self._start([*argv0, "-m", "amp_exporter", "serve", "--path.rootfs", str(root),
+                     *flags], env, cwd)
+
+    @classmethod
+    def command(cls, argv: list[str], env: Optional[dict] = None) -> Server:
+        """ARGV (any exporter command line ending in `serve ...`), served the same way."""
+        server = cls.__new__(cls)
+        server._start(argv, env, None)
+        return server
+
+    def _start(self, argv: list[str], env: Optional[dict], cwd: Optional[Path],
+               timeout: float = 30) -> None:
+        """Starts ARGV on 127.0.0.1 and reads the port from its 'listening' log line."""
+        self.proc = subprocess.Popen([*argv, "--web.listen-address", "127.0.0.1:0"],
+                                     stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
         self.lines: list[str] = []
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stderr.readline()
             if not line:
@@ -67,10 +78,11 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout=10)
+            return self.proc.wait(timeout=20)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+                self.proc.wait()
 
 
 @pytest.fixture
