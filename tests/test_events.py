@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO, Scrape
@@ -64,6 +65,16 @@ def wait_for_ebpf(server: Server, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
+def exec_and_open(tmp_path: Path, execs: int, opens: int) -> None:
+    """Real events the source must count: EXECS runs of /bin/true, OPENS opens of a file."""
+    for _ in range(execs):
+        subprocess.run(["/bin/true"], check=True)
+    path = tmp_path / "f"
+    path.write_text("x")
+    for _ in range(opens):
+        os.close(os.open(path, os.O_RDONLY))
+
+
 def events_exporter(*flags: str):
     args = build_parser().parse_args(["serve", "--collector.disable-defaults",
                                       "--collector.events", *flags])
@@ -88,12 +99,7 @@ def test_real_ebpf_counts_execs_opens_and_connects(tmp_path):
         before = scrape(exporter)
         assert before.value("amp_exporter_events_source", source="ebpf") == 1
         execs, opens, connects = 1000, 2000, 200
-        for _ in range(execs):
-            subprocess.run(["/bin/true"], check=True)
-        path = tmp_path / "f"
-        path.write_text("x")
-        for _ in range(opens):
-            os.close(os.open(path, os.O_RDONLY))
+        exec_and_open(tmp_path, execs, opens)
         with socket.socket() as listener:
             listener.bind(("127.0.0.1", 0))
             listener.listen(connects)

@@ -23,6 +23,7 @@ from conftest import EBPF_REQUIRED, REPO
 from test_events import (
     assert_unloaded,
     events_exporter,
+    exec_and_open,
     map_ids_held_by,
     programs_using,
     total,
@@ -150,12 +151,7 @@ def test_bcc_018_compiles_loads_and_counts_for_the_exporter(bullseye, ebpf_ready
         before = scrape(exporter)
         assert before.value("amp_exporter_events_source", source="ebpf") == 1
         execs, opens = 300, 1000
-        for _ in range(execs):
-            subprocess.run(["/bin/true"], check=True)
-        path = tmp_path / "f"
-        path.write_text("x")
-        for _ in range(opens):
-            os.close(os.open(path, os.O_RDONLY))
+        exec_and_open(tmp_path, execs, opens)
         time.sleep(0.6)
         after = scrape(exporter)
         assert total(after, "process_exec") - total(before, "process_exec") >= execs
