@@ -125,15 +125,15 @@ def test_sockdiag_errors_are_sockdiag_errors():
 
     from amp_exporter.host import sockdiag
 
-    states: dict[int, int] = {}
+    found: dict = {}
     error = sockdiag._NLMSGHDR.pack(20, sockdiag.NLMSG_ERROR, 0, 1, 0) + (-13).to_bytes(
         4, "little", signed=True)
     with pytest.raises(sockdiag.SockDiagError, match="Permission denied"):
-        sockdiag.parse_messages(error, states)
+        sockdiag.parse_dump(error, found)
     with pytest.raises(sockdiag.SockDiagError, match="malformed"):
-        sockdiag.parse_messages(sockdiag._NLMSGHDR.pack(4000, 20, 0, 1, 0), states)
+        sockdiag.parse_dump(sockdiag._NLMSGHDR.pack(4000, 20, 0, 1, 0), found)
     done = sockdiag._NLMSGHDR.pack(16, sockdiag.NLMSG_DONE, 0, 1, 0)
-    assert sockdiag.parse_messages(done, states) is True and states == {}
+    assert sockdiag.parse_dump(done, found) is True and found == {}
 
 
 # -- which procfs is live (HostPaths.procfs_is_live) ----------------------------------------

@@ -1274,17 +1274,17 @@ def diag_datagrams(draw):
 
 @given(st.binary(max_size=400))
 def test_sockdiag_datagram_is_states_or_a_sockdiag_error(data):
-    states: dict[int, int] = {}
-    only_raises(sockdiag.parse_messages, sockdiag.SockDiagError, data, states)
-    assert all(isinstance(k, int) and 0 <= v < 256 for k, v in states.items())
+    found: dict = {}
+    only_raises(sockdiag.parse_dump, sockdiag.SockDiagError, data, found)
+    assert all(isinstance(k, int) and 0 <= v.state < 256 for k, v in found.items())
 
 
 @given(diag_datagrams())
 def test_sockdiag_datagram_round_trips(case):
     data, expected, done = case
-    states: dict[int, int] = {}
-    assert sockdiag.parse_messages(data, states) is done
-    assert states == expected
+    found: dict = {}
+    assert sockdiag.parse_dump(data, found) is done
+    assert {inode: s.state for inode, s in found.items()} == expected
 
 
 # -- command-line numbers -----------------------------------------------------------------

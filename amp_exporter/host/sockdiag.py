@@ -137,16 +137,19 @@ def _error(errno: int) -> SockDiagError:
     return SockDiagError(errno, f"sock_diag: {os.strerror(errno)}")
 
 
-def parse_messages(data: bytes, states: dict[int, int]) -> bool:
-    """Add {inode: state} from one datagram of a dump; True once the dump is done.
-    Raises SockDiagError on an error message or a malformed one."""
-    for _seq, kind, what in _messages(data):
+def parse_dump(data: bytes, found: dict[int, TcpSocket], seq: Optional[int] = None) -> bool:
+    """Add {inode: socket} from one datagram of a dump (only answers to SEQ, if given:
+    a late answer to an earlier request is skipped); True once the dump is done. Raises
+    SockDiagError on an error message or a malformed one."""
+    for got, kind, what in _messages(data):
+        if seq is not None and got != seq:
+            continue
         if kind == NLMSG_DONE:
             return True
         if kind == NLMSG_ERROR:
             raise _error(what)
         if isinstance(what, TcpSocket) and what.inode:
-            states[what.inode] = what.state
+            found[what.inode] = what
     return False
 
 
@@ -187,15 +190,8 @@ class Netlink:
         _count("dumps")
         found: dict[int, TcpSocket] = {}
         for _ in range(_MAX_MESSAGES):
-            for got, kind, what in _messages(sock.recv(1 << 16)):
-                if got != seq:
-                    continue  # a late answer to an earlier request
-                if kind == NLMSG_DONE:
-                    return found
-                if kind == NLMSG_ERROR:
-                    raise _error(what)
-                if isinstance(what, TcpSocket) and what.inode:
-                    found[what.inode] = what
+            if parse_dump(sock.recv(1 << 16), found, seq):
+                return found
         raise SockDiagError(f"sock_diag dump of family {family} did not end")
 
     def lookup(self, sockets: Iterable[TcpSocket]) -> dict[int, Optional[TcpSocket]]:
