@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Optional
 
-from prometheus_client.core import Metric
-
 from amp_exporter.catalog import FAULTS_BY_ID
+from amp_exporter.exposition import Family
 from amp_exporter.host import connector_files
 from amp_exporter.registry import Collector, gauge
 
@@ -30,15 +29,15 @@ CAUSE = gauge("", "cisco_amp_fault_cause",
 class CauseCollector(Collector):
     fault_ids: tuple[int, ...] = ()
 
-    def check(self) -> tuple[Findings, list[Metric]]:
+    def check(self) -> tuple[Findings, list[Family]]:
         """Run the checks on an installed connector: (findings, evidence families)."""
         raise NotImplementedError
 
-    def evidence_without_connector(self) -> list[Metric]:
+    def evidence_without_connector(self) -> list[Family]:
         """Evidence that stays meaningful on a host without the connector."""
         return []
 
-    def findings(self) -> tuple[Findings, list[Metric]]:
+    def findings(self) -> tuple[Findings, list[Family]]:
         if not connector_files.installed(self.paths):
             return {}, self.evidence_without_connector()
         findings, evidence = self.check()
@@ -53,7 +52,7 @@ class CauseCollector(Collector):
                      if c.momentary and fid not in reported}
         return {k: v for k, v in findings.items() if k not in momentary}, evidence
 
-    def collect(self) -> Iterable[Metric]:
+    def collect(self) -> Iterable[Family]:
         findings, evidence = self.findings()
         family = CAUSE.family()
         for fid in self.fault_ids:

@@ -16,8 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-
+from amp_exporter.exposition import Family, Lines
 from amp_exporter.host.paths import HostPaths, NotRegularFile
 
 if TYPE_CHECKING:
@@ -36,19 +35,23 @@ class Desc:
     """A metric's name, type, help and labels, declared once at module level (as
     node_exporter's prometheus.NewDesc). docs/metrics.md is generated from these."""
 
-    name: str  # counters without _total: prometheus_client appends it
+    name: str  # counters without _total: the exposition appends it
     kind: str  # "gauge" or "counter"
     help: str
     labels: tuple[str, ...] = ()
     owner: str = ""  # the collector that exports it ("" = the exporter itself)
+    # Its header and row texts, kept across scrapes (exposition.Lines).
+    lines: Lines = field(init=False, repr=False, compare=False)
 
-    def family(self) -> Metric:
-        cls = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
-        return cls(self.name, self.help, labels=list(self.labels))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lines", Lines(self.name, self.kind, self.help, self.labels))
 
-    def single(self, value: float, *label_values: str) -> Metric:
+    def family(self) -> Family:
+        return Family(self.name, self.kind, self.help, self.lines)
+
+    def single(self, value: float, *label_values: str) -> Family:
         family = self.family()
-        family.add_metric(list(label_values), float(value))
+        family.add_metric(label_values, float(value))
         return family
 
     @property
@@ -74,7 +77,7 @@ def counter(owner: str, name: str, help_text: str, labels: tuple[str, ...] = ())
 class CollectorError(Exception):
     """A collector could not do its job; `reason` is one of ERROR_REASONS."""
 
-    def __init__(self, reason: str, message: str, partial: Iterable[Metric] = ()) -> None:
+    def __init__(self, reason: str, message: str, partial: Iterable[Family] = ()) -> None:
         if reason not in ERROR_REASONS:
             reason = "internal"
         super().__init__(message)
@@ -126,7 +129,7 @@ class Collector:
         self.paths = settings.paths
         self.shared = shared
 
-    def collect(self) -> Iterable[Metric]:
+    def collect(self) -> Iterable[Family]:
         raise NotImplementedError
 
     def close(self) -> None:

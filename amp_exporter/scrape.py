@@ -11,8 +11,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Optional
 
-from prometheus_client.core import Metric
-
+from amp_exporter.exposition import Family
 from amp_exporter.registry import (
     ERROR_REASONS,
     Collector,
@@ -52,7 +51,7 @@ FAULT_INFO = gauge("", "cisco_amp_fault_info",
 
 
 class Exporter:
-    """A prometheus_client custom collector that runs every enabled collector per scrape."""
+    """Runs every enabled collector per scrape, and adds what needs no collector."""
 
     def __init__(self, settings: Settings, enabled: Iterable[str]) -> None:
         registry = available()
@@ -67,11 +66,7 @@ class Exporter:
             for reason in ERROR_REASONS:
                 self._errors[(c.name, reason)] = 0
 
-    def describe(self) -> list[Metric]:
-        # Registration must not run a scrape (it would start ampcli at start-up).
-        return []
-
-    def run_collector(self, collector: Collector) -> tuple[list[Metric], bool, float]:
+    def run_collector(self, collector: Collector) -> tuple[list[Family], bool, float]:
         start = time.perf_counter()
         try:
             families = list(collector.collect())
@@ -98,10 +93,10 @@ class Exporter:
         with self._errors_lock:
             self._errors[(collector, reason)] = self._errors.get((collector, reason), 0) + 1
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         success = SUCCESS.family()
         duration = DURATION.family()
-        merged: dict[str, Metric] = {}
+        merged: dict[str, Family] = {}
         self.shared.begin_scrape()
         for collector in self.collectors:
             families, ok, seconds = self.run_collector(collector)
@@ -110,7 +105,7 @@ class Exporter:
             for family in families:
                 # Two collectors may add to one family (fault causes): one HELP line each.
                 if family.name in merged:
-                    merged[family.name].samples.extend(family.samples)
+                    merged[family.name].extend(family)
                 else:
                     merged[family.name] = family
         yield from merged.values()
@@ -132,7 +127,7 @@ class Exporter:
         self.shared.close()
 
 
-def static_families() -> list[Metric]:
+def static_families() -> list[Family]:
     """Facts about the exporter and its catalog that need no collector to run."""
     import platform
 
