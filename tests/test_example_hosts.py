@@ -11,9 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
-psutil = pytest.importorskip("psutil")
+from amp_exporter.host.paths import HostPaths
+from amp_exporter.host.processes import ProcessTable
 
 BUILDER = Path(__file__).resolve().parent.parent / "examples" / "build_hosts.py"
 CONNECTOR = ("ampdaemon", "ampscansvc", "ampupdater")
@@ -228,6 +230,44 @@ def test_psutil_reads_connector_processes(hosts: dict[str, Path]) -> None:
                     expected = 0 if host.scan_root else host.os.scan_uid
                     assert proc.uids().real == expected
                     assert proc.ppid() == pids["ampdaemon"]
+    finally:
+        psutil.PROCFS_PATH = saved
+
+
+def _psutil_view(pid: int) -> tuple:
+    proc = psutil.Process(pid)
+    with proc.oneshot():
+        cpu = proc.cpu_times()
+        return (cpu.user, cpu.system, proc.memory_info().rss, proc.num_threads(),
+                proc.uids().real, proc.create_time())
+
+
+def _table_view(table: ProcessTable, pid: int) -> tuple:
+    p = table._read_process(pid, "ampdaemon", 0)
+    assert p is not None
+    return (p.cpu_user_seconds, p.cpu_system_seconds, p.resident_bytes, p.threads, p.uid,
+            p.start_time)
+
+
+def test_process_table_reads_what_psutil_reads(hosts: dict[str, Path]) -> None:
+    """psutil is not imported by the exporter, but it stays the reference: on every example
+    host's connector processes, and on a live process, our figures are psutil's."""
+    saved = psutil.PROCFS_PATH
+    try:
+        compared = 0
+        for root in hosts.values():
+            psutil.PROCFS_PATH = str(root / "proc")
+            table = ProcessTable(HostPaths(str(root)))
+            for pid in connector_pids(root).values():
+                assert _table_view(table, pid) == pytest.approx(_psutil_view(pid)), root
+                compared += 1
+        assert compared > len(hosts)
+        psutil.PROCFS_PATH = "/proc"
+        # The test's own process, whose CPU time moves: read both, then psutil again.
+        table = ProcessTable(HostPaths("/"))
+        ours, theirs = _table_view(table, os.getpid()), _psutil_view(os.getpid())
+        assert ours[2:] == pytest.approx(theirs[2:], rel=0.05)  # RSS may move a little
+        assert ours[0] <= theirs[0] and ours[1] <= theirs[1]
     finally:
         psutil.PROCFS_PATH = saved
 

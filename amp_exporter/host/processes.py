@@ -23,7 +23,8 @@ is gone and its cgroup shows no successor of that name, and every
 FULL_LISTING_SECONDS anyway, so that a connector process started outside the cgroup
 is still found. The listing carries each entry's inode for free, and a PID seen
 before with the same `/proc/PID` inode is not read again. Only the few connector
-processes are read in full (through psutil, pointed at the configured procfs).
+processes are read in full: their `stat`, `statm` and `status`, under the configured
+procfs (what psutil would read, without its import: ~5 ms of start-up and 1 MiB).
 COUNTS says how often each way was taken.
 
 Restarts are counted here, from process identities (PID + start time) that appear
@@ -42,8 +43,6 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Optional
-
-import psutil
 
 from amp_exporter.host.paths import HostPaths, read_text
 
@@ -208,12 +207,12 @@ class ProcessTable:
     def __init__(self, paths: HostPaths) -> None:
         self.paths = paths
         self._local = threading.local()
-        # psutil reads one procfs per process; the exporter only ever has one.
-        psutil.PROCFS_PATH = str(paths.procfs)
         self._lock = threading.Lock()
         self._other: dict[int, int] = {}  # pid -> /proc/PID inode, for non-connector PIDs
         self._recheck: set[int] = set()
-        self._connector: dict[int, tuple[int, int, str, psutil.Process]] = {}
+        self._connector: dict[int, tuple[int, int, str]] = {}  # pid -> (inode, start, name)
+        self._boot_time: Optional[float] = None  # proc/stat btime, read once
+        self._page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
         self._identities: dict[str, set[tuple[int, int]]] = collections.defaultdict(set)
         self._restarts: dict[str, int] = collections.defaultdict(int)
         self._restart_times: dict[str, collections.deque] = collections.defaultdict(
@@ -376,7 +375,7 @@ class ProcessTable:
 
     def _identities_by_name(self) -> dict[str, set[tuple[int, int]]]:
         by_name: dict[str, set[tuple[int, int]]] = collections.defaultdict(set)
-        for pid, (_inode, start, name, _handle) in self._connector.items():
+        for pid, (_inode, start, name) in self._connector.items():
             by_name[name].add((pid, start))
         return by_name
 
@@ -410,8 +409,8 @@ class ProcessTable:
             self._logged_reason = None
 
         processes = []
-        for pid, (_inode, start, name, handle) in sorted(self._connector.items()):
-            proc = self._read_process(pid, name, start, handle)
+        for pid, (_inode, start, name) in sorted(self._connector.items()):
+            proc = self._read_process(pid, name, start)
             if proc is not None:
                 processes.append(proc)
         self._count_restarts(processes, now)
@@ -450,7 +449,7 @@ class ProcessTable:
             name, start = found
             known = self._connector.get(pid)
             if known is None or known[1:3] != (start, name):
-                self._connector[pid] = (inode, start, name, _psutil_process(pid))
+                self._connector[pid] = (inode, start, name)
 
     def _count_restarts(self, processes: Iterable[ConnectorProcess], now: float) -> None:
         """A new identity of a process name is a restart when that name ran before, or when
@@ -474,39 +473,57 @@ class ProcessTable:
                 # Gone now: remember it ran, so its return counts as a restart.
                 self._identities[name] = self._identities[name] or {(-1, -1)}
 
-    def _read_process(
-        self, pid: int, name: str, start: int, handle: Optional[psutil.Process]
-    ) -> Optional[ConnectorProcess]:
+    def _read_process(self, pid: int, name: str, start: int) -> Optional[ConnectorProcess]:
         proc = ConnectorProcess(pid=pid, name=name, start_ticks=start)
-        if handle is not None:
-            # Field by field: a host tree (or kernel) without one proc file loses that
-            # figure only, not the whole process.
-            readers = {
-                "cpu": handle.cpu_times, "rss": lambda: handle.memory_info().rss,
-                "threads": handle.num_threads, "uid": lambda: handle.uids().real,
-                "start": handle.create_time,
-            }
-            values = {}
-            with handle.oneshot():
-                for key, read in readers.items():
-                    try:
-                        values[key] = read()
-                    except (psutil.Error, OSError) as exc:
-                        if not os.path.isdir(self.paths.proc(str(pid))):
-                            return None  # exited between listing and reading
-                        log.debug("cannot read process field",
-                                  extra={"pid": pid, "field": key, "err": str(exc)})
-            if "cpu" in values:
-                proc.cpu_user_seconds = values["cpu"].user
-                proc.cpu_system_seconds = values["cpu"].system
-            proc.resident_bytes = values.get("rss")
-            proc.threads = values.get("threads")
-            proc.uid = values.get("uid")
-            proc.start_time = values.get("start")
+        # File by file: a host tree (or kernel) without one proc file loses its figures
+        # only, not the whole process.
+        for what, read in (("stat", self._read_stat), ("statm", self._read_statm),
+                           ("status", self._read_status)):
+            try:
+                read(proc, read_text(self.paths.proc(str(pid), what), 8192))
+            except (OSError, ValueError, IndexError) as exc:
+                if not os.path.isdir(self.paths.proc(str(pid))):
+                    return None  # exited between listing and reading
+                log.debug("cannot read process file",
+                          extra={"pid": pid, "file": what, "err": str(exc)})
         if not os.path.isdir(self.paths.proc(str(pid))):
             return None
         self._read_fds(proc)
         return proc
+
+    def _read_stat(self, proc: ConnectorProcess, text: str) -> None:
+        fields = text.rpartition(")")[2].split()
+        # utime, stime, starttime: fields 14, 15 and 22 of proc(5), in clock ticks
+        proc.cpu_user_seconds = int(fields[11]) / self._ticks
+        proc.cpu_system_seconds = int(fields[12]) / self._ticks
+        boot = self._boot()
+        if boot is not None:
+            proc.start_time = boot + int(fields[19]) / self._ticks
+
+    def _read_statm(self, proc: ConnectorProcess, text: str) -> None:
+        proc.resident_bytes = int(text.split()[1]) * self._page_size
+
+    @staticmethod
+    def _read_status(proc: ConnectorProcess, text: str) -> None:
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key == "Threads":
+                proc.threads = int(value)
+            elif key == "Uid":
+                proc.uid = int(value.split()[0])  # the real UID
+
+    def _boot(self) -> Optional[float]:
+        """The host's boot time (proc/stat btime), read once: process start times are
+        counted from it."""
+        if self._boot_time is None:
+            try:
+                for line in read_text(self.paths.proc("stat"), 1 << 20).splitlines():
+                    if line.startswith("btime "):
+                        self._boot_time = float(line.split()[1])
+                        break
+            except (OSError, ValueError, IndexError):
+                return None
+        return self._boot_time
 
     def _read_fds(self, proc: ConnectorProcess) -> None:
         fd_dir = self.paths.proc(str(proc.pid), "fd")
@@ -549,10 +566,3 @@ class ProcessTable:
                 value = value.strip()
                 return value if value.isdigit() and len(value) <= 3 else "unknown"
         return "unknown"
-
-
-def _psutil_process(pid: int) -> Optional[psutil.Process]:
-    try:
-        return psutil.Process(pid)
-    except (psutil.Error, OSError):
-        return None
