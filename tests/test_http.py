@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shutil
@@ -204,3 +205,228 @@ def test_gzip_when_asked_and_plain_otherwise(hosts, server):
                 and "scrapes_total" not in line and "cpu_seconds" not in line}
 
     assert stable(zipped) == stable(plain) and "cisco_amp_fault_active" in plain
+
+
+# -- HTTP/1.1 on the real server: keep-alive, closing, methods, malformed requests --------
+
+def threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def settled_threads(pid: int, timeout: float = 5) -> int:
+    """The process's thread count once it stops changing (a closed connection's thread
+    takes a moment to end)."""
+    deadline = time.monotonic() + timeout
+    last = threads(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = threads(pid)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def exchange(port: int, data: bytes, quiet: float = 1.0) -> tuple[bytes, bool]:
+    """Send DATA on a new connection; (all the server sent, whether it closed the
+    connection) once it closes or has said nothing more for QUIET seconds."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(data)
+        conn.settimeout(quiet)
+        received = b""
+        while True:
+            try:
+                chunk = conn.recv(65536)
+            except socket.timeout:
+                return received, False
+            except ConnectionResetError:
+                return received, True
+            if not chunk:
+                return received, True
+            received += chunk
+
+
+def responses(data: bytes) -> list[tuple[str, dict[str, str], bytes]]:
+    """The (status line, headers, body) of each response in DATA (none to a HEAD),
+    bodies cut by their Content-Length."""
+    found = []
+    while data:
+        head, sep, data = data.partition(b"\r\n\r\n")
+        assert sep, f"an unfinished response head: {head!r}"
+        status, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        size = int(headers["content-length"])
+        found.append((status, headers, data[:size]))
+        data = data[size:]
+    return found
+
+
+@pytest.fixture(scope="module")
+def http_server(hosts):
+    """One real exporter for the tests that only read from it."""
+    s = Server(hosts["healthy-ebpf-btf"])
+    yield s
+    s.stop()
+
+
+def test_keep_alive_reuses_one_connection_and_one_thread(http_server):
+    import gzip
+
+    s = http_server
+    s.get()  # the first scrape starts what the collectors keep running
+    before = settled_threads(s.proc.pid)
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    try:
+        counts = []
+        local = None
+        for _ in range(10):
+            conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+            r = conn.getresponse()
+            body = gzip.decompress(r.read()).decode()
+            assert r.status == 200 and "cisco_amp_connector_installed" in body
+            assert not r.will_close and r.headers["Connection"] is None
+            # http.client opens a new socket when the server closed the last one
+            local = local or conn.sock.getsockname()
+            assert conn.sock is not None and conn.sock.getsockname() == local
+            counts.append(threads(s.proc.pid))
+        assert counts == [before + 1] * 10  # one thread for the connection, not per request
+    finally:
+        conn.close()
+    assert settled_threads(s.proc.pid) == before  # and it ends with the connection
+
+
+def test_http11_stays_open_connection_close_and_http10_close(http_server):
+    port = http_server.port
+    data, closed = exchange(port, b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n", quiet=0.5)
+    assert not closed and data.startswith(b"HTTP/1.1 200 OK\r\n")
+    data, closed = exchange(port, b"GET /-/healthy HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert closed and responses(data)[0][1]["connection"] == "close"
+    data, closed = exchange(port, b"GET /-/healthy HTTP/1.0\r\n\r\n")
+    assert closed and data.startswith(b"HTTP/1.0 200 OK\r\n")
+    # HTTP/1.0 keeps the connection when asked to, and says so.
+    data, closed = exchange(port, b"GET /-/healthy HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                                  b"GET /-/ready HTTP/1.0\r\n\r\n")
+    (_, first, body1), (_, second, body2) = responses(data)
+    assert first["connection"] == "keep-alive" and body1 == body2 == b"OK\n"
+    assert second["connection"] == "close" and closed
+
+
+def test_pipelined_requests_are_answered_in_order(http_server):
+    data, closed = exchange(http_server.port,
+                            b"GET /-/healthy HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n"
+                            b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert [status for status, _, _ in responses(data)] == [
+        "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found"]
+    assert b"<html>" in responses(data)[1][2] and closed
+
+
+def test_head_has_the_headers_and_length_but_no_body(http_server):
+    port = http_server.port
+    for path in ("/", "/-/healthy"):
+        data, _ = exchange(port, f"GET {path} HTTP/1.1\r\n\r\n".encode(), quiet=0.3)
+        get_length = responses(data)[0][1]["content-length"]
+        # A HEAD then a GET on one connection: were there a body after the HEAD's headers,
+        # the GET's answer would not start right after them.
+        data, _ = exchange(port, f"HEAD {path} HTTP/1.1\r\n\r\nGET /-/ready HTTP/1.1\r\n"
+                                 "Connection: close\r\n\r\n".encode())
+        head_end = data.index(b"\r\n\r\n") + 4
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert f"Content-Length: {get_length}\r\n".encode() in data[:head_end]
+        assert data[head_end:].startswith(b"HTTP/1.1 200 OK\r\n"), data
+        assert data.endswith(b"\r\n\r\nOK\n")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("HEAD", "/metrics")
+        r = conn.getresponse()
+        assert r.status == 200 and int(r.headers["Content-Length"]) > 1000
+        assert r.read() == b""
+    finally:
+        conn.close()
+
+
+def test_other_methods_get_405_and_the_connection_goes_on(http_server):
+    conn = http.client.HTTPConnection("127.0.0.1", http_server.port, timeout=10)
+    try:
+        for method, body in (("POST", b"a=1"), ("PUT", b"x" * 1000), ("DELETE", None),
+                             ("OPTIONS", None)):
+            conn.request(method, "/metrics", body=body)
+            r = conn.getresponse()
+            assert r.status == 405 and r.read() == b"Method Not Allowed\n", method
+            assert {m.strip() for m in r.headers["Allow"].split(",")} == {"GET", "HEAD"}
+        sock = conn.sock
+        conn.request("GET", "/-/healthy")
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b"OK\n") and conn.sock is sock  # same connection
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("request_line", [b"garbage", b"GET /", b"GET / HTTP/1.1 extra",
+                                          b"GET / FTP/1.1", b"G(T / HTTP/1.1",
+                                          b"GET nope HTTP/1.1", b"\x16\x03\x01\x02\x00\x01"])
+def test_garbage_request_line_gets_400_and_the_server_goes_on(http_server, request_line):
+    data, closed = exchange(http_server.port, request_line + b"\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n") and closed, data
+    assert b"Traceback" not in data
+    assert http_server.get("/-/healthy") == (200, "OK\n")
+
+
+def test_over_long_or_too_many_headers_are_refused_and_others_served(http_server):
+    port = http_server.port
+    long_line = b"GET /metrics HTTP/1.1\r\nX-Long: " + b"a" * 20000 + b"\r\n\r\n"
+    many = b"GET /metrics HTTP/1.1\r\n" + b"X-Many: a\r\n" * 500 + b"\r\n"
+    for request in (long_line, many):
+        data, closed = exchange(port, request)
+        status = responses(data)[0][0]
+        assert status in ("HTTP/1.1 431 Request Header Fields Too Large",
+                          "HTTP/1.1 400 Bad Request") and closed, status
+        assert b"cisco_amp" not in data
+    data, closed = exchange(port, b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 414 URI Too Long\r\n") and closed
+    status, body = http_server.get()
+    assert status == 200 and "cisco_amp_connector_installed" in body
+
+
+def test_half_sent_requests_block_no_other_scrape(http_server):
+    stalled = []
+    try:
+        for part in (b"GET /metrics HTTP/1.1\r\nHost: x", b"GET /metr", b"GE"):
+            conn = socket.create_connection(("127.0.0.1", http_server.port), timeout=5)
+            conn.sendall(part)  # then silence
+            stalled.append(conn)
+        time.sleep(0.2)
+        for _ in range(3):
+            start = time.monotonic()
+            status, _ = http_server.get(timeout=5)
+            assert status == 200 and time.monotonic() - start < 1.0
+        # The stalled ones are still waited for, and answered once they finish.
+        stalled[1].sendall(b"ics HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert stalled[1].recv(17) == b"HTTP/1.1 200 OK\r\n"
+    finally:
+        for conn in stalled:
+            conn.close()
+
+
+def test_query_string_is_not_part_of_the_route(http_server):
+    status, body = http_server.get("/metrics?debug=1&x=%20")
+    assert status == 200 and "cisco_amp_connector_installed" in body
+    assert http_server.get("/-/healthy?probe=kubelet") == (200, "OK\n")
+    assert http_server.get("/?")[0] == 200
+    assert http_server.get("/nope?/metrics")[0] == 404
+
+
+def test_kept_alive_idle_connection_does_not_hold_shutdown(hosts):
+    s = Server(hosts["no-connector"])
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        assert r.status == 200 and not r.will_close
+        r.read()  # and the connection now idles, kept alive
+        start = time.monotonic()
+        assert s.stop() == 0
+        assert time.monotonic() - start < 3.0
+        assert conn.sock.recv(1) == b""  # dropped, not left open
+    finally:
+        conn.close()
+        s.stop()
