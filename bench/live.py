@@ -6,19 +6,40 @@ node_exporter and process-exporter scraped in the same run.
 
 Needs root. The stand-in connector (bench/livehost.py) runs in a private mount namespace
 (a tmpfs over /opt there only): ampdaemon and ampscansvc from /opt/cisco/amp/bin, holding
-loopback TCP connections and a Unix socket, and an ampcli printing a real status. Every
-exporter runs in that namespace, as the README serves it (`amp-exporter serve`, i.e.
---path.rootfs=/, eBPF events where this machine allows them), on loopback.
+loopback TCP connections and a Unix socket, in a service cgroup of their own (below), and
+an ampcli printing a real status. Every exporter runs in that namespace, as the README
+serves it (`amp-exporter serve`, i.e. --path.rootfs=/, eBPF events where this machine
+allows them), on loopback.
+
+Scraped as Prometheus 2.x scrapes, every target alike: one kept-alive HTTP/1.1 connection
+per target (http.client; a new one when the server answers HTTP/1.0 or `Connection:
+close`, or closed it while idle), `Accept-Encoding: gzip` and Prometheus's Accept header
+(scrape.go's for its default scrape_protocols: OpenMetrics 1.0.0 q=0.5, 0.0.1 q=0.4, text
+0.0.4 q=0.3, */* q=0.2), each body decompressed and parsed as its Content-Type says
+(prometheus_client's parsers; a body that does not parse ends the run). So a server's CPU
+includes gzip, as it does under Prometheus, and a server that closes after each answer
+pays a connection (accept, a thread) per scrape, as it would there; how many connections
+each target's rounds took is printed with each load.
+
+Bytecode as an installed program has it: this environment sets PYTHONDONTWRITEBYTECODE=1,
+which would make every start of the exporter compile all its modules from source (~25 ms
+of CPU), which no installed copy does (pip compiles at install; the packages ship compiled).
+So every Python started here (the exporter, its eBPF loader, `python -c pass`) runs with
+PYTHONPYCACHEPREFIX in the run's temporary directory and without PYTHONDONTWRITEBYTECODE,
+and one textfile run and one serve (until its eBPF loader is done) fill it before anything
+is timed: start-up and textfile figures are those of a compiled install.
 
 Loads, one after the other: 1,000 and 10,000 extra processes (forks of bench/livehold.c
 that only pause, in a PID namespace of their own so that they all go with their parent),
 then 2,000 and 10,000 extra TCP sockets (established loopback pairs, both ends held, 2,000
-sockets per holder process). At each load, started afresh and scraped in interleaved
-rounds (the order rotates each round), in two groups so that only one eBPF-counting
-exporter runs at a time, as on a real host (each one's probes cost every process a little):
-node_exporter, amp-exporter with ampcli cached, process-exporter and amp-exporter with
-the processes collector alone; then node_exporter and amp-exporter with ampcli on every
-scrape:
+sockets per holder process), each older than 3 s before any server starts (the exporter
+re-reads at every scrape a process it first saw under 2 s old, which a real host's
+processes are not: 1,000 sleepers just made cost it ~8 ms a scrape for those 2 s). At
+each load, started afresh and scraped in interleaved rounds (the order rotates each
+round), in two groups so that only one eBPF-counting exporter runs at a time, as on a
+real host (each one's probes cost every process a little): node_exporter, amp-exporter
+with ampcli cached, process-exporter and amp-exporter with the processes collector alone;
+then node_exporter and amp-exporter with ampcli on every scrape:
 
   node_exporter                      Debian's prometheus-node-exporter, default collectors
   amp-exporter, ampcli cached        --ampcli.cache 3600: the exporter's own work
@@ -28,15 +49,22 @@ scrape:
   amp-exporter, processes alone      --collector.disable-defaults --collector.processes
 
 CPU per scrape is each process's own utime+stime+cutime+cstime (/proc/PID/stat: all its
-threads, and its children it reaped, e.g. ampcli) over the rounds, divided by the rounds;
-latency is the client's, per scrape; RSS is VmRSS after the rounds. The share of the
-machine's CPUs that other work took during the rounds is printed with each load: this is
-a shared machine, and the ratios stand up to that noise better than the absolute figures.
-Then, started afresh
-`trials` times each, interleaved: start to first answered scrape (amp-exporter as the
-README serves it, node_exporter, process-exporter), and the CPU of one `amp-exporter
-textfile` run (os.wait4's rusage of the child: it and the children it reaped) against the
-interpreter alone (`python -c pass`, the floor of any run of a Python program here).
+threads, dead ones too, and its children it reaped, e.g. ampcli) over the rounds, divided
+by the rounds: clock ticks (10 ms), so each figure is printed with its resolution, one tick
+over the rounds (±0.03 ms a scrape at the default 300 rounds, ±0.25 ms with --quick's 40;
+300 rather than 200 because the exporter's ~2.5 ms scrape then reads to ~1 %, and four
+loads still take ~4.5 min here). The exporter's periodic full listing of /proc (every
+300 s while the cgroup answers) falls outside the rounds (each server lives ~1 min): at a
+15 s scrape interval a real host adds 1/20 of a listing to each scrape.
+Latency is the client's, per scrape (request to body decompressed, not our parse); RSS is
+VmRSS after the rounds. The share of the machine's CPUs that other work took during the
+rounds is printed with each load: this is a shared machine, and the ratios stand up to
+that noise better than the absolute figures. Then, started afresh `trials` times each,
+interleaved: start to first answered scrape (amp-exporter as the README serves it,
+node_exporter, process-exporter; a new connection each, as Prometheus's first scrape),
+and the CPU of one `amp-exporter textfile` run (os.wait4's rusage of the child: it and the
+children it reaped) against the interpreter alone (`python -c pass`, the floor of any run
+of a Python program here).
 
 Prints a table for each load with each figure beside its baseline and the ratio, then the
 growth (10,000 vs 1,000 extra processes; 10,000 vs 2,000 extra sockets), and checks the
@@ -45,17 +73,27 @@ benchmark could not run, 130 when interrupted (everything it started is ended ei
 --profile then runs the ampcli-cached exporter at the last load with each request thread
 under cProfile, and prints where its scrapes go.
 
-Not like a real host here: the stand-ins run in whatever cgroup this benchmark runs in
-(printed; on a machine without systemd, the root cgroup), not in a service's cgroup
-(`cisco-amp.service`). The exporter finds the connector's processes through their
-service's cgroup where it can, and lists proc where it cannot, as here. Making a cgroup
-would write to the machine's /sys/fs/cgroup, which this benchmark does not do.
+A service cgroup, as on a real host: the exporter finds the connector's processes through
+their service's cgroup (`cisco-amp.service`'s cgroup.procs) and lists /proc only as a
+fallback (every 300 s, and at every scrape when the processes are in the root cgroup).
+On a machine without systemd the stand-ins would sit in the root cgroup, and the figures
+would be the fallback's, growing with the host's processes. So livehost makes a cgroup
+`amp-bench-<pid>-<n>.cisco-amp.service` under the cgroup this benchmark runs in (v2, and
+v1 name=systemd where mounted, as systemd keeps units in both on a hybrid host), puts the
+stand-ins in it before they exec, and removes it once they have exited; one left by a run
+killed outright is removed at the next start. That is acceptable for a benchmark that
+otherwise writes only in its temporary directories: a kernel object under its own cgroup,
+no controller or limit, gone with the run, like its temporary directories. The header
+says where the stand-ins are; where no cgroup can be made (no permission, no cgroupfs) it
+says why, and the figures are the fallback's.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
+import http.client
 import os
 import re
 import shutil
@@ -73,6 +111,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 import livehost  # noqa: E402
 import scrape  # noqa: E402
+from prometheus_client.openmetrics.parser import (  # noqa: E402
+    text_string_to_metric_families as parse_openmetrics,
+)
+from prometheus_client.parser import text_string_to_metric_families as parse_text  # noqa: E402
 
 from amp_exporter.host.processes import KNOWN_PROCESSES  # noqa: E402
 
@@ -102,10 +144,106 @@ TEXTFILE_CPU = 0.150      # s of CPU for one textfile run
 FIRST_SCRAPE = 0.200      # s from start to the first answered scrape
 
 
+# A scrape as Prometheus 2.x sends it (scrape/scrape.go: acceptHeader() of the default
+# scrape_protocols, OpenMetrics 1.0.0, 0.0.1, then text 0.0.4; compression on).
+SCRAPE_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0;q=0.5,"
+              "application/openmetrics-text;version=0.0.1;q=0.4,"
+              "text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    "Accept-Encoding": "gzip",
+    "User-Agent": "Prometheus/2.55.1",
+    "X-Prometheus-Scrape-Timeout-Seconds": "10",
+}
+
+
+class Refused(ConnectionError):
+    """An answer other than 200 (an OSError, as urllib's was: starting servers are polled
+    until they answer 200)."""
+
+
+def check_body(name: str, body: bytes, content_type: str) -> None:
+    """The body parses as its Content-Type says, as Prometheus parses every scrape: the
+    figures are those of answers Prometheus would take."""
+    media = content_type.split(";")[0].strip()
+    parse = {"application/openmetrics-text": parse_openmetrics,
+             "text/plain": parse_text}.get(media)
+    try:
+        if parse is None:
+            raise ValueError(f"Content-Type {content_type!r}")
+        samples = sum(len(family.samples) for family in parse(body.decode()))
+        if not samples:
+            raise ValueError("no samples")
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        raise RuntimeError(f"{name}: its scrape does not parse ({content_type}): "
+                           f"{exc}") from None
+
+
 class Server(scrape.Target):
-    """A server started in the connector's namespace; CPU includes reaped children."""
+    """A server started in the connector's namespace, scraped as Prometheus scrapes (see
+    the module's docstring: one kept-alive connection, gzip, Prometheus's Accept header;
+    every body decompressed and parsed). CPU includes reaped children."""
 
     poll_seconds = 0.001
+    conn: Optional[http.client.HTTPConnection] = None
+    connections = 0     # made over its life
+    answered_at = 0.0   # monotonic time of its first answer
+    version = ""        # of its last answer: 'HTTP/1.1', or 'HTTP/1.0 or close'
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Start to first answer, without our parsing of it (Target times get() whole).
+        self.first_scrape = self.answered_at - self.started
+
+    def _fetch(self) -> tuple[bytes, str]:
+        """(the body of one GET /metrics, decompressed; its Content-Type), on the kept
+        connection, or a new one when there is none."""
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            reused = self.conn.sock is not None
+            if not reused:
+                self.connections += 1  # request() connects
+            try:
+                self.conn.request("GET", "/metrics", headers=SCRAPE_HEADERS)
+                response = self.conn.getresponse()
+                raw = response.read()
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if reused and attempt == 1:
+                    continue  # closed while idle: again on a new one, as Go's client does
+                if isinstance(exc, OSError):
+                    raise
+                raise ConnectionError(f"{self.name}: {exc!r}") from exc
+        if not self.answered_at:
+            self.answered_at = time.monotonic()
+        # HTTP/1.0 (unless keep-alive), or Connection: close: http.client has closed the
+        # socket, and the next request() connects again.
+        self.version = "HTTP/1.0 or close" if response.will_close else "HTTP/1.1"
+        if response.status != 200:
+            raise Refused(f"{self.name}: {response.status} {response.reason}")
+        if response.getheader("Content-Encoding", "").lower() == "gzip":
+            raw = gzip.decompress(raw)
+        return raw, response.getheader("Content-Type", "")
+
+    def get(self) -> bytes:
+        body, content_type = self._fetch()
+        check_body(self.name, body, content_type)
+        return body
+
+    def timed(self) -> float:
+        """The client's wall time of one scrape: request to body decompressed (not the
+        parse, which follows)."""
+        start = time.perf_counter()
+        body, content_type = self._fetch()
+        took = time.perf_counter() - start
+        check_body(self.name, body, content_type)
+        return took
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
@@ -122,6 +260,7 @@ class Server(scrape.Target):
             time.sleep(0.01)
 
     def stop(self) -> None:
+        self.close()  # ours first: a server waits for open connections at SIGTERM
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -138,6 +277,8 @@ class Stats:
     p99: float = 0.0
     rss: float = 0.0            # MiB
     first: list = field(default_factory=list)   # s, start to first scrape, per trial
+    connections: int = 0        # made during the rounds (1: kept alive throughout)
+    version: str = ""           # of its last answer (Server.version)
 
 
 @dataclass
@@ -162,6 +303,11 @@ NODE_B = "node_exporter, beside ampcli every scrape"
 START_AMP = "amp-exporter serve"
 OTHERS = "others"  # Stats.cpu: the share of the machine's CPUs others used during rounds
 WARM_UP = 10  # scrapes of each target before the rounds
+# The exporter reads a process it first saw younger than 2 s again at every refresh until
+# it is older (it may be between fork and exec: processes._YOUNG_SECONDS), so 1,000 sleepers
+# just made cost it ~8 ms a scrape for 2 s. A real host's processes are older than that:
+# the servers start once the load is this old.
+LOAD_AGE = 3.0
 # How each is served (address: 127.0.0.1:PORT). Both eBPF exporters (CACHED, EVERY) never
 # run at once: on a real host one does, and each one's probes cost every other process
 # here a little (+0.3-0.5 ms a node_exporter scrape each, measured), so the rounds run in
@@ -187,6 +333,7 @@ class Loads:
         self.sleepers: list[subprocess.Popen] = []
         self.sockets: list[subprocess.Popen] = []
         self.sleepers_n = 0
+        self.started_at = -float("inf")  # monotonic time the last sleepers were ready
 
     def _start(self, argv: list[str]) -> subprocess.Popen:
         p = subprocess.Popen(livehost.die_with_parent(argv), stdin=subprocess.PIPE,
@@ -207,6 +354,7 @@ class Loads:
             self.sleepers.append(self._start(
                 ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--",
                  str(self.helper), "sleepers", str(n - have)]))
+            self.started_at = time.monotonic()
         self.sleepers_n = n
 
     def tcp(self, n: int) -> None:
@@ -256,15 +404,29 @@ def foreign_connector_processes(ours: set[int]) -> list[int]:
     return found
 
 
-def cgroups(pid: int) -> str:
+def cgroups(pid: int) -> list[str]:
     """Where pid is in the hierarchies the exporter may follow (v2, name=systemd)."""
     found = []
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         hierarchy, controllers, path = line.split(":", 2)
         if hierarchy == "0" or controllers == "name=systemd":
             found.append(f"{'v2' if hierarchy == '0' else controllers} {path}")
-    return "cgroup " + ", ".join(found) + (" (root: no service cgroup)" if all(
-        f.endswith(" /") for f in found) else "")
+    return sorted(found, reverse=True)  # v2 first, the exporter's first choice
+
+
+def cgroup_line(ns: livehost.ConnectorNamespace) -> str:
+    """Which cgroup the stand-ins are in, and so which path the exporter takes."""
+    where = {name: cgroups(pid) for name, pid in ns.stand_ins.items()}
+    found = ", ".join(where["ampdaemon"])
+    service = ns.cgroup.name if ns.cgroup else None
+    if service and all(w and all(f.endswith("/" + service) for f in w)
+                       for w in where.values()):
+        return (f"stand-ins in a service cgroup of their own, made for this run and removed "
+                f"after: {found} (the exporter follows its cgroup.procs, as on a systemd "
+                "host)")
+    why = ns.cgroup.why if ns.cgroup and ns.cgroup.why else "not made"
+    return (f"stand-ins in cgroup {found}: not a service cgroup of their own ({why}), so "
+            "the exporter lists /proc at every scrape (its fallback), unlike a systemd host")
 
 
 def value(body: bytes, name: str, **labels: str) -> Optional[float]:
@@ -391,6 +553,10 @@ def _rounds(servers: dict[str, Server], rounds: int) -> dict[str, Stats]:
         s.settle()
     times: dict[str, list[float]] = {n: [] for n in names}
     cpu0 = {n: servers[n].cpu_seconds() for n in names}
+    # (a connection kept alive from the warm-up counts once, as one made)
+    connections0 = {n: servers[n].connections - (servers[n].conn is not None
+                                                 and servers[n].conn.sock is not None)
+                    for n in names}
     busy0, self0, wall0 = machine_busy(), sum(os.times()[:2]), time.monotonic()
     for i in range(rounds):
         k = i % len(names)
@@ -400,7 +566,9 @@ def _rounds(servers: dict[str, Server], rounds: int) -> dict[str, Stats]:
         s.settle(5)
     out = {n: Stats(cpu=(servers[n].cpu_seconds() - cpu0[n]) / rounds,
                     p50=statistics.median(times[n]), p99=scrape.pct(times[n], 0.99),
-                    rss=servers[n].rss_mib()) for n in names}
+                    rss=servers[n].rss_mib(),
+                    connections=servers[n].connections - connections0[n],
+                    version=servers[n].version) for n in names}
     # What else kept this machine busy meanwhile (other users' work, this client aside):
     # a share of its CPUs. The ratios hold up to noise; the absolute figures do not.
     others = (machine_busy() - busy0 - (sum(os.times()[:2]) - self0)
@@ -447,11 +615,46 @@ def textfile_runs(ns: livehost.ConnectorNamespace, trials: int, work: Path,
         raise RuntimeError("the textfile run wrote no connector state")
 
 
+@contextlib.contextmanager
+def compiled_bytecode(cache: Path):
+    """Every Python we start reads and writes bytecode in `cache`, as an installed copy
+    has it compiled (this environment's PYTHONDONTWRITEBYTECODE would make each start
+    compile every module from source)."""
+    saved = {k: os.environ.get(k) for k in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(cache)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def warm_bytecode(ns: livehost.ConnectorNamespace, work: Path, cache: Path) -> int:
+    """Compile what every timed start will read: one textfile run, `python -c pass`, and a
+    serve until its eBPF loader is done. The .pyc files in `cache`."""
+    out = work / "textfile" / "amp-exporter.prom"
+    out.parent.mkdir(exist_ok=True)
+    rusage_cpu(ns.wrap([*AMP, "textfile", "--output", str(out)]))
+    rusage_cpu(ns.wrap([sys.executable, "-c", "pass"]))
+    s = start(ns, START_AMP, work)
+    try:
+        events_source(s)
+        s.settle()
+    finally:
+        s.stop()
+    return sum(1 for _ in cache.rglob("*.pyc"))
+
+
 def measure(key: str, ns: livehost.ConnectorNamespace, loads: Loads, rounds: int,
             trials: int, work: Path) -> Result:
     label, processes, sockets = LOADS[key]
     loads.processes(processes)
     loads.tcp(sockets)
+    time.sleep(max(0.0, loads.started_at + LOAD_AGE - time.monotonic()))
     result = Result(key, label, rounds=rounds)
     servers: dict[str, Server] = {}
     try:
@@ -495,6 +698,11 @@ def ms(s: float) -> str:
     return f"{s * 1e3:.2f} ms"
 
 
+def cpu_ms(s: float, rounds: int) -> str:
+    """CPU per scrape, with the resolution of clock ticks over `rounds` scrapes."""
+    return f"{s * 1e3:.2f} ±{1e3 / TICKS / rounds:.2f} ms"
+
+
 def p50_99(st: Stats) -> str:
     return f"{st.p50 * 1e3:.2f} / {st.p99 * 1e3:.2f} ms"
 
@@ -513,19 +721,22 @@ def rows_for(r: Result) -> list[Row]:
                           f"{row.base}, ratio {row.ratio}, target {row.target}")
         return row
 
+    n = r.rounds
     ratio = cached.cpu / node.cpu
-    rows.append(check(Row("CPU per scrape, ampcli cached", NODE, ms(cached.cpu), ms(node.cpu),
-                          f"{ratio:.2f}", f"< {CACHED_VS_NODE}"), ratio < CACHED_VS_NODE))
+    rows.append(check(Row("CPU per scrape, ampcli cached", NODE, cpu_ms(cached.cpu, n),
+                          cpu_ms(node.cpu, n), f"{ratio:.2f}", f"< {CACHED_VS_NODE}"),
+                      ratio < CACHED_VS_NODE))
     ratio = every.cpu / node_b.cpu
-    rows.append(check(Row("CPU per scrape, ampcli every scrape", NODE, ms(every.cpu),
-                          ms(node_b.cpu), f"{ratio:.2f}", f"< {EVERY_VS_NODE}"),
+    rows.append(check(Row("CPU per scrape, ampcli every scrape", NODE, cpu_ms(every.cpu, n),
+                          cpu_ms(node_b.cpu, n), f"{ratio:.2f}", f"< {EVERY_VS_NODE}"),
                       ratio < EVERY_VS_NODE))
     for name, st, base in (("ampcli cached", cached, node),
                            ("ampcli every scrape", every, node_b)):
         rows.append(Row(f"latency p50 / p99, {name}", NODE, p50_99(st), p50_99(base),
                         f"{st.p50 / base.p50:.2f} / {st.p99 / base.p99:.2f}"))
     ratio = procs.cpu / pe.cpu
-    row = Row("CPU per scrape, processes collector alone", PE, ms(procs.cpu), ms(pe.cpu),
+    row = Row("CPU per scrape, processes collector alone", PE, cpu_ms(procs.cpu, n),
+              cpu_ms(pe.cpu, n),
               f"{ratio:.2f}" + (f" ({pe.cpu / procs.cpu:.1f}x cheaper)" if procs.cpu else ""))
     if r.key == "10k":
         row.target = f">= {VS_PROCESS_EXPORTER}x cheaper"
@@ -548,6 +759,13 @@ def rows_for(r: Result) -> list[Row]:
                           ms(text), ms(py), f"{text / py:.1f}",
                           f"< {TEXTFILE_CPU * 1e3:.0f} ms"), text < TEXTFILE_CPU))
     return rows
+
+
+def connections_line(r: Result) -> str:
+    """How many connections each target's scrapes took during the rounds, and why."""
+    seen = [(n, st) for n, st in r.stats.items() if st.version]
+    return ", ".join(f"{n} {st.connections} ({st.version})" for n, st in seen) + (
+        f" for {r.rounds} scrapes each")
 
 
 def growth_rows(results: dict[str, Result]) -> list[Row]:
@@ -610,13 +828,14 @@ def markdown(results: dict[str, Result], growth: list[Row], header: str) -> str:
 
 # The exporter, with every request thread (each scrape) under cProfile, merged at exit.
 PROFILED = """
-import atexit, cProfile, pstats, runpy, socketserver, sys, threading
+import atexit, cProfile, pstats, runpy, socketserver, sys, threading, time
 out = sys.argv.pop(1)
 lock, merged = threading.Lock(), []
 original = socketserver.ThreadingMixIn.process_request_thread
 
 def profiled(self, request, client_address):
-    p = cProfile.Profile()
+    # The thread's CPU time: a kept-alive connection's thread mostly waits for the next request.
+    p = cProfile.Profile(time.thread_time)
     p.enable()
     try:
         original(self, request, client_address)
@@ -642,12 +861,14 @@ def profile(ns: livehost.ConnectorNamespace, work: Path, scrapes: int) -> None:
         events_source(s)
         for _ in range(scrapes):
             s.get()
+        s.close()  # a kept-alive connection's request thread ends, and is merged
+        time.sleep(0.5)
     finally:
         s.stop()
     import pstats
 
-    print(f"\ncProfile of {scrapes} scrapes of the ampcli-cached exporter (request threads; "
-          "by own time, then cumulative):")
+    print(f"\ncProfile of {scrapes} scrapes of the ampcli-cached exporter (request threads' "
+          "CPU time; by own time, then cumulative):")
     stats = pstats.Stats(str(stats_file))
     stats.sort_stats("tottime").print_stats(15)
     stats.sort_stats("cumulative").print_stats(25)
@@ -678,7 +899,7 @@ def preflight(loads: list[str]) -> Optional[str]:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and trials")
-    parser.add_argument("--rounds", type=int, help="scrape rounds per load (default 200, "
+    parser.add_argument("--rounds", type=int, help="scrape rounds per load (default 300, "
                         "--quick 40)")
     parser.add_argument("--trials", type=int, help="fresh starts and textfile runs per load "
                         "(default 5, --quick 2)")
@@ -688,7 +909,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="then profile the cached exporter at the last load")
     args = parser.parse_args(argv)
-    rounds = args.rounds or (40 if args.quick else 200)
+    rounds = args.rounds or (40 if args.quick else 300)
     trials = args.trials or (2 if args.quick else 5)
     keys = [k for k in args.loads.split(",") if k]
     if any(k not in LOADS for k in keys):
@@ -709,27 +930,41 @@ def main(argv: Optional[list[str]] = None) -> int:
     livehost.become_subreaper()
     opt_cisco_before = os.path.exists("/opt/cisco")
     work = Path(tempfile.mkdtemp(prefix="amp-bench-live-"))
+    cache = work / "pycache"
     ns = loads = None
     started = time.monotonic()
     results: dict[str, Result] = {}
     try:
-        helper = livehost.build_helper(work)
-        ns = livehost.ConnectorNamespace(work, helper)
-        ns.start()
-        loads = Loads(helper)
-        print(f"live host: kernel {os.uname().release}, {os.cpu_count()} cores, "
-              f"{process_count():,} processes and {tcp_in_use():,} TCP sockets before the load; "
-              f"stand-in connector {ns.stand_ins} in mount namespace {ns.ns}, "
-              f"{cgroups(ns.stand_ins['ampdaemon'])}; {rounds} rounds, {trials} trials per load")
-        for key in keys:
-            t0 = time.monotonic()
-            results[key] = r = measure(key, ns, loads, rounds, trials, work)
-            print(f"\n{r.label}: {r.processes:,} processes, {r.tcp:,} TCP sockets in use, "
-                  f"events source {r.events}; other work on this machine during the rounds: "
-                  f"{r.others[0]:.0%} / {r.others[1]:.0%} of its CPUs "
-                  f"({time.monotonic() - t0:.0f} s)")
-            r.rows = rows_for(r)
-            print_table(r.rows)
+        with compiled_bytecode(cache):
+            helper = livehost.build_helper(work)
+            ns = livehost.ConnectorNamespace(work, helper, service_cgroup=True)
+            ns.start()
+            loads = Loads(helper)
+            before = f"{process_count():,} processes and {tcp_in_use():,} TCP sockets"
+            compiled = warm_bytecode(ns, work, cache)
+            header = (
+                f"live host: kernel {os.uname().release}, {os.cpu_count()} cores, {before} "
+                f"before the load; stand-in connector {ns.stand_ins} in mount namespace "
+                f"{ns.ns}, {cgroup_line(ns)}.\n"
+                "Scraped as Prometheus 2.x scrapes: one kept-alive HTTP/1.1 connection per "
+                "target (a new one when it answers HTTP/1.0 or closes), Accept-Encoding gzip, "
+                "its OpenMetrics-first Accept; every body decompressed and parsed.\n"
+                f"Bytecode as an installed copy has it: {compiled} modules compiled into "
+                f"{cache} (PYTHONPYCACHEPREFIX, no PYTHONDONTWRITEBYTECODE) before timing "
+                "anything.\n"
+                f"{rounds} rounds (CPU per scrape in {1e3 / TICKS:.0f} ms clock ticks: "
+                f"±{1e3 / TICKS / rounds:.2f} ms a scrape), {trials} trials per load.")
+            print(header)
+            for key in keys:
+                t0 = time.monotonic()
+                results[key] = r = measure(key, ns, loads, rounds, trials, work)
+                print(f"\n{r.label}: {r.processes:,} processes, {r.tcp:,} TCP sockets in use, "
+                      f"events source {r.events}; other work on this machine during the "
+                      f"rounds: {r.others[0]:.0%} / {r.others[1]:.0%} of its CPUs "
+                      f"({time.monotonic() - t0:.0f} s)")
+                print("  connections the rounds took: " + connections_line(r))
+                r.rows = rows_for(r)
+                print_table(r.rows)
         growth = growth_rows(results)
         if growth:
             print("\ngrowth of CPU per scrape (the others' growth beside)")
@@ -737,9 +972,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.markdown:
             args.markdown.write_text(markdown(
                 results, growth, f"Run on {time.strftime('%Y-%m-%d')}, kernel "
-                f"{os.uname().release}, {os.cpu_count()} cores."))
+                f"{os.uname().release}, {os.cpu_count()} cores.\n\n"
+                + header.replace(str(cache), "the run's temporary directory")))
         if args.profile:
-            profile(ns, work, rounds)
+            with compiled_bytecode(cache):
+                profile(ns, work, rounds)
     except (KeyboardInterrupt, RuntimeError, OSError, subprocess.SubprocessError) as exc:
         if stopped or isinstance(exc, KeyboardInterrupt):
             # (a Ctrl-C reaches the servers too, and a scrape may fail first)
@@ -759,6 +996,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"cleanup: killed and reaped what was left our child: {', '.join(leftovers)}")
         if ns and ns.left():
             print(f"cleanup: processes still in the connector namespace: {ns.left()}")
+        if ns and ns.cgroup_left:
+            print(f"cleanup: could not remove the stand-ins' cgroup: {ns.cgroup_left}")
         if not opt_cisco_before and os.path.exists("/opt/cisco"):
             print("note: /opt/cisco appeared on this machine during the run (not ours: "
                   "the connector's files were only ever in the private namespace)")

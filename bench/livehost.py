@@ -13,6 +13,22 @@ Whatever should see the connector (the exporter, and the baselines, so that they
 same way) is started in that namespace through `wrap()` (nsenter): it sees this machine's
 real /proc, /sys and sockets, and the stand-in connector in /opt.
 
+With `service_cgroup=True` (bench/live.py), the stand-ins run in a service cgroup of their
+own, as systemd runs `cisco-amp.service`: the exporter finds the connector's processes
+through their service's cgroup (cgroup.procs) and lists /proc only as a fallback, and in
+the root cgroup (a machine without systemd) it takes the fallback on every scrape, which
+is not what a real host measures. ServiceCgroup makes `amp-bench-<pid>-<n>.cisco-amp.service`
+as a child of the cgroup this process runs in, in each hierarchy systemd keeps units in
+(cgroup v2, wherever it is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid
+host; and the v1 `name=systemd` hierarchy where there is one), and the holder puts each
+stand-in in it before exec (its first instruction runs there). It is a kernel object
+under our own cgroup, with no controller enabled or limit set, removed (rmdir) once the
+stand-ins have exited: a temporary thing like our temporary directories, and the only
+thing written outside them. One left by a benchmark killed outright (its creator PID gone,
+empty) is removed at the next start. Where none can be made (no permission, no cgroupfs,
+a v2 tree that refuses the move: a throwaway process is moved in first to find out),
+`why` says so and the stand-ins stay in our cgroup, as before.
+
 Every process started here dies with its parent (PR_SET_PDEATHSIG: `setpriv --pdeathsig`,
 or the helper itself), so that a benchmark killed outright leaves nothing running. When
 the holder's stdin closes (close(), or its parent's death) it stops the stand-ins and
@@ -24,7 +40,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
+import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -43,6 +61,10 @@ DAEMON_TCP = 3  # established loopback connections the stand-in daemon holds, bo
 AMPCLI_NOISE = ("[logger] Set minimum reported log level to notice\nTrying to connect...\n"
                 "Connected.\n")
 PR_SET_CHILD_SUBREAPER = 36
+# The stand-ins' service cgroup: ours by its prefix, unique by our PID and a counter.
+CGROUP_NAME = "amp-bench-{pid}-{n}.cisco-amp.service"
+CGROUP_OURS = re.compile(r"amp-bench-(\d+)-\d+\.cisco-amp\.service")
+_cgroup_serial = itertools.count(1)
 
 
 def unavailable() -> Optional[str]:
@@ -128,12 +150,118 @@ def end_children(keep: frozenset[int] = frozenset()) -> list[str]:
     return said
 
 
+class ServiceCgroup:
+    """The stand-ins' service cgroup (see the module's docstring): `dirs`, one directory per
+    hierarchy it was made in (empty when none could be), `why` when one could not be."""
+
+    def __init__(self) -> None:
+        self.dirs: list[Path] = []
+        self.why = ""
+        self.name = CGROUP_NAME.format(pid=os.getpid(), n=next(_cgroup_serial))
+
+    @staticmethod
+    def hierarchies() -> tuple[list[tuple[str, Path]], list[str]]:
+        """([(hierarchy, the directory of our own cgroup in it)], why not, for the others)
+        of the hierarchies systemd keeps units in: v2, and v1's name=systemd."""
+        ours: dict[str, str] = {}
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            hierarchy, controllers, path = line.split(":", 2)
+            if hierarchy == "0" and not controllers:
+                ours["v2"] = path
+            elif "name=systemd" in controllers.split(","):
+                ours["name=systemd"] = path
+        found, why = [], []
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            before, _, after = line.partition(" - ")
+            fields, (fstype, _source, options) = before.split(), after.split()[:3]
+            root, mountpoint = fields[3], fields[4].replace("\\040", " ")
+            if fstype == "cgroup2":
+                name = "v2"
+            elif fstype == "cgroup" and "name=systemd" in options.split(","):
+                name = "name=systemd"
+            else:
+                continue
+            if name in (n for n, _ in found) or name not in ours:
+                continue
+            path = ours[name]
+            # Our cgroup as this mount shows it (a mount of a subtree shows only what is
+            # under its root; a path from a cgroup namespace's root starts "/..").
+            rel = os.path.relpath(path, root)
+            if path.startswith("/..") or rel == ".." or rel.startswith("../"):
+                why.append(f"{name}: our cgroup {path} is not under {mountpoint}")
+                continue
+            found.append((name, Path(mountpoint) / rel if rel != "." else Path(mountpoint)))
+        if not found and not why:
+            why.append("no cgroup v2 or name=systemd hierarchy mounted")
+        return found, why
+
+    def make(self) -> None:
+        """Make it in each hierarchy (stale ones of ours removed first), and check that a
+        process can be moved into it (a throwaway one): else remove it, and say why."""
+        places, why = self.hierarchies()
+        for hierarchy, parent in places:
+            self._remove_stale(parent)
+            directory = parent / self.name
+            try:
+                directory.mkdir()
+            except OSError as exc:
+                why.append(f"{hierarchy}: cannot make {directory} ({exc.strerror})")
+                continue
+            # Only a move tells whether the kernel takes processes there (permissions, v2's
+            # rules on where processes may be, a threaded subtree).
+            probe = subprocess.Popen(die_with_parent(["sleep", "60"]))
+            try:
+                (directory / "cgroup.procs").write_text(str(probe.pid))
+                self.dirs.append(directory)
+            except OSError as exc:
+                why.append(f"{hierarchy}: cannot move a process into {directory} "
+                           f"({exc.strerror})")
+            finally:
+                probe.kill()
+                probe.wait()
+            if directory not in self.dirs:
+                _rmdir(directory)
+        self.why = "; ".join(why)
+
+    @staticmethod
+    def _remove_stale(parent: Path) -> None:
+        """Ours from a benchmark killed outright: its creator gone. rmdir removes only
+        an empty cgroup (EBUSY otherwise), so one still in use is never touched."""
+        with contextlib.suppress(OSError):
+            for entry in parent.iterdir():
+                m = CGROUP_OURS.fullmatch(entry.name)
+                if m and not os.path.exists(f"/proc/{m.group(1)}"):
+                    with contextlib.suppress(OSError):
+                        entry.rmdir()
+
+    def close(self, timeout: float = 5) -> list[str]:
+        """Remove it (the stand-ins have exited: retried while the kernel lets the last of
+        them go); what could not be removed."""
+        left = [str(d) for d in self.dirs if not _rmdir(d, timeout)]
+        self.dirs = []
+        return left
+
+
+def _rmdir(directory: Path, timeout: float = 5) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            directory.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
+
 class ConnectorNamespace:
     """The private mount namespace with the stand-in connector running in it (see the
     module's docstring). `stand_ins`: {name: PID}."""
 
     def __init__(self, work: Path, helper: Optional[Path] = None,
-                 status: Optional[str] = None) -> None:
+                 status: Optional[str] = None, service_cgroup: bool = False) -> None:
         self.work = work / "connector-ns"
         self.work.mkdir(parents=True, exist_ok=True)
         self.helper = helper or build_helper(self.work)
@@ -141,6 +269,10 @@ class ConnectorNamespace:
         self.holder: Optional[subprocess.Popen] = None
         self.stand_ins: dict[str, int] = {}
         self.ns = ""
+        # The stand-ins' own service cgroup (None: they stay in ours); cgroup_left: its
+        # directories that close() could not remove.
+        self.cgroup: Optional[ServiceCgroup] = ServiceCgroup() if service_cgroup else None
+        self.cgroup_left: list[str] = []
 
     def __enter__(self) -> ConnectorNamespace:
         try:
@@ -165,9 +297,12 @@ class ConnectorNamespace:
         (bin_dir / "ampcli").write_text(ampcli_script(self.status))
         (tree / "cisco/amp/var/run").mkdir(parents=True, exist_ok=True)
         outside = mount_ns()
+        if self.cgroup is not None:
+            self.cgroup.make()
+        cgroups = [str(d) for d in self.cgroup.dirs] if self.cgroup else []
         self.holder = subprocess.Popen(
             die_with_parent(["unshare", "--mount", "--propagation", "private", "--",
-                             sys.executable, __file__, "hold", str(tree), outside]),
+                             sys.executable, __file__, "hold", str(tree), outside, *cgroups]),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = self.holder.stdout.readline()
         if not line.startswith("ready "):
@@ -198,16 +333,18 @@ class ConnectorNamespace:
         return pids
 
     def close(self) -> None:
-        if self.holder is None:
-            return
-        with contextlib.suppress(OSError):
-            self.holder.stdin.close()
-        try:
-            self.holder.wait(10)
-        except subprocess.TimeoutExpired:
-            self.holder.kill()
-            self.holder.wait()
-        self.holder = None
+        if self.holder is not None:
+            with contextlib.suppress(OSError):
+                self.holder.stdin.close()
+            try:
+                self.holder.wait(10)
+            except subprocess.TimeoutExpired:
+                self.holder.kill()
+                self.holder.wait()
+            self.holder = None
+        if self.cgroup is not None:
+            # The holder has waited for its stand-ins (or, killed, they die with it).
+            self.cgroup_left += self.cgroup.close()
 
 
 # -- inside the namespace -----------------------------------------------------------------
@@ -220,7 +357,19 @@ def _refuse_shared_mounts() -> None:
             raise SystemExit(f"livehost: a shared mount in the namespace, refusing: {line}")
 
 
-def hold(tree: str, outside_ns: str) -> int:
+def _join(cgroups: list[str]):
+    """A preexec_fn: the child moves itself into each cgroup before it execs, so that the
+    stand-in's first instruction already runs in its service's cgroup, as under systemd."""
+
+    def join() -> None:
+        for directory in cgroups:
+            with open(os.path.join(directory, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+
+    return join
+
+
+def hold(tree: str, outside_ns: str, cgroups: list[str]) -> int:
     if mount_ns() == outside_ns:
         raise SystemExit("livehost: not in a new mount namespace, refusing to mount")
     _refuse_shared_mounts()
@@ -237,7 +386,8 @@ def hold(tree: str, outside_ns: str) -> int:
         for name, args in (("ampdaemon", ["daemon", str(DAEMON_TCP), DAEMON_SOCKET]),
                            ("ampscansvc", ["client", DAEMON_SOCKET])):
             p = subprocess.Popen([f"{OPT_BIN}/{name}", *args], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True)
+                                 stdout=subprocess.PIPE, text=True,
+                                 preexec_fn=_join(cgroups) if cgroups else None)
             procs.append(p)
             if p.stdout.readline() != "ready\n":
                 raise SystemExit(f"livehost: stand-in {name} did not start")
@@ -261,7 +411,7 @@ def hold(tree: str, outside_ns: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "hold":
-        raise SystemExit(hold(sys.argv[2], sys.argv[3]))
-    raise SystemExit("usage: livehost.py hold TREE OUTSIDE_MOUNT_NS (started by "
-                     "ConnectorNamespace)")
+    if len(sys.argv) >= 4 and sys.argv[1] == "hold":
+        raise SystemExit(hold(sys.argv[2], sys.argv[3], sys.argv[4:]))
+    raise SystemExit("usage: livehost.py hold TREE OUTSIDE_MOUNT_NS [CGROUP_DIR ...] "
+                     "(started by ConnectorNamespace)")
