@@ -165,6 +165,32 @@ def test_loading_happens_in_the_background_and_scrapes_never_wait():
         exporter.close()
 
 
+def test_stopping_while_the_loader_runs_ends_it_quietly(tmp_path, caplog):
+    """bcc compiles for seconds: an exporter stopped meanwhile ends its loader at once, and
+    neither says "active" nor warns of a failure it caused itself."""
+    from amp_exporter.host.events import EbpfEvents
+
+    slow = tmp_path / "python"  # a loader that never answers
+    slow.write_text("#!/bin/sh\nexec sleep 60\n")
+    slow.chmod(0o755)
+    caplog.set_level("DEBUG", logger="amp_exporter")
+    events = EbpfEvents(str(slow), timeout=60)
+    deadline = time.monotonic() + 10
+    while events._loader is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    loader = events._loader
+    assert loader is not None and loader.poll() is None
+    start = time.monotonic()
+    events.close()
+    events.wait(10)
+    assert not events._thread.is_alive()
+    assert time.monotonic() - start < 5  # not the loader's 60 s
+    assert loader.poll() == -signal.SIGKILL
+    assert (events.state, events.reason) == ("unavailable", "disabled")
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("amp_exporter")]
+    assert not [m for m in said if "active" in m or "unavailable" in m], said
+
+
 def test_without_bcc_the_fallback_says_why(tmp_path):
     if os.geteuid() != 0 or not os.path.isdir("/sys/kernel/tracing/events/sched") or \
             not os.path.exists(f"/lib/modules/{os.uname().release}/build"):

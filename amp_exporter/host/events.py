@@ -119,6 +119,7 @@ class EbpfEvents:
         self._by_comm: Optional[bpfsys.PerCPUMap] = None
         self._lock = threading.Lock()
         self._closed = False
+        self._loader: Optional[subprocess.Popen] = None  # while it runs
         self._thread = threading.Thread(target=self._load, name="ebpf-loader", daemon=True)
         self._thread.start()
 
@@ -128,6 +129,8 @@ class EbpfEvents:
 
     def _fail(self, reason: str, message: str) -> None:
         with self._lock:
+            if self._closed:  # stopped while loading: the loader was ended on purpose
+                return
             self.state, self.reason, self.message = "unavailable", reason, message
         log.warning("eBPF event source unavailable, using procfs",
                     extra={"reason": reason, "err": message})
@@ -156,6 +159,11 @@ class EbpfEvents:
             child.close()
             return self._fail("loader_failed", f"cannot start {self.python}: {exc}")
         child.close()
+        with self._lock:
+            self._loader = proc
+            closed = self._closed
+        if closed:  # the exporter stopped while the loader was being started
+            proc.kill()
         try:
             parent.settimeout(self.timeout)
             message, fds = receive(parent)
@@ -171,6 +179,8 @@ class EbpfEvents:
         except subprocess.TimeoutExpired:
             proc.kill()
             _, stderr = proc.communicate()
+        with self._lock:
+            self._loader = None
         try:
             header = json.loads(message.decode() or "{}")
         except ValueError:
@@ -226,9 +236,13 @@ class EbpfEvents:
         """Close every handed-over fd: the kernel then detaches and unloads the programs."""
         with self._lock:
             self._closed = True
+            if self._loader is not None and self._loader.poll() is None:
+                # Still compiling (bcc takes seconds): end it now rather than let it
+                # finish and attach probes for an exporter that is shutting down.
+                self._loader.kill()
             fds, self._fds = self._fds, []
             self._counts = self._by_comm = None
-            if self.state == "active":
+            if self.state in ("active", "starting"):
                 self.state, self.reason = "unavailable", "disabled"
         for fd in fds:
             with contextlib.suppress(OSError):
