@@ -530,15 +530,16 @@ def parse_listen_address(text: str) -> tuple[str, int]:
 
 
 def metrics_app(exporter: Exporter) -> WSGIApp:
-    """/metrics in the text format, gzipped when the client asks (Prometheus does). Our own
-    writer (exposition.py): prometheus_client's spends a third of a scrape validating names
-    that are fixed at declaration."""
+    """/metrics in the text format (exposition.py), gzipped when the client asks
+    (Prometheus does)."""
 
     def app(environ, start_response):
         body = render(exporter.collect())
         headers = [("Content-Type", CONTENT_TYPE), ("Vary", "Accept-Encoding")]
         if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
-            body = gzip.compress(body, compresslevel=6)
+            # Level 1: a 25 KB scrape compresses to ~5.2 KB in 0.09 ms, where level 6 gives
+            # ~4.7 KB in 0.24 ms. Every 15 s on every host, the CPU counts more than 0.5 KB.
+            body = gzip.compress(body, compresslevel=1)
             headers.append(("Content-Encoding", "gzip"))
         start_response("200 OK", headers)
         return [body]
