@@ -403,10 +403,6 @@ class _Connection(socketserver.BaseRequestHandler):
                                              "status": status.partition(" ")[0]})
 
 
-# tests/test_load.py builds a server with wsgiref's make_server(..., handler_class=this).
-_QuietHandler = _Connection
-
-
 class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     # Daemon threads, so a client stuck past SHUTDOWN_GRACE cannot hold the exit; which
     # also means server_close() does not join them: serve() waits for the open
@@ -426,7 +422,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self._closed = threading.Condition(self._open_lock)
         super().__init__(server_address, handler_class, bind_and_activate)
 
-    def set_app(self, app: WSGIApp) -> None:  # wsgiref's make_server calls it
+    def set_app(self, app: WSGIApp) -> None:
         self.app = app
 
     def process_request(self, request, client_address):

@@ -123,16 +123,14 @@ def test_sigterm_lets_the_scrape_in_flight_finish(host_copy):
 
 def test_shutdown_wait_is_bounded():
     # A connection that never ends cannot hold the exit past the grace period.
-    from wsgiref.simple_server import make_server
-
     from amp_exporter import web
 
     def app(environ, start_response):
         start_response("200 OK", [])
         return [b""]
 
-    httpd = make_server("127.0.0.1", 0, app, server_class=web._Server,
-                        handler_class=web._QuietHandler)
+    httpd = web._Server(("127.0.0.1", 0))
+    httpd.set_app(app)
     serving = threading.Thread(target=httpd.serve_forever, args=(0.05,))
     serving.start()
     with socket.create_connection(httpd.server_address, timeout=5) as client:
