@@ -144,12 +144,15 @@ def test_example_trees_are_followed_through_their_cgroup(host_copy, name):
     exporter = exporter_for(root)
     try:
         before = listings()
-        scrape(exporter)
-        assert listings() == before + 1  # the first collection lists proc
+        s = scrape(exporter)
+        # The first collection finds the connector in its unit's cgroup: no listing of proc.
+        assert listings() == before, exporter.shared.processes.listing_reason
+        assert s.value("cisco_amp_process_up", process="ampdaemon") == 1
+        assert s.value("cisco_amp_process_up", process="ampscansvc") == 1
         restart(root, "ampscansvc", 50001)
         restart(root, "ampdaemon", 50002)
         s = scrape(exporter)
-        assert listings() == before + 1, exporter.shared.processes.listing_reason
+        assert listings() == before, exporter.shared.processes.listing_reason
         assert s.value("cisco_amp_process_restarts_total", process="ampscansvc") == 1
         assert s.value("cisco_amp_process_restarts_total", process="ampdaemon") == 1
         assert s.value("cisco_amp_process_up", process="ampscansvc") == 1
@@ -158,9 +161,30 @@ def test_example_trees_are_followed_through_their_cgroup(host_copy, name):
         shutil.rmtree(root / "sys/fs/cgroup")
         restart(root, "ampscansvc", 50003)
         s = scrape(exporter)
-        assert listings() == before + 2
+        assert listings() == before + 1
         assert s.value("cisco_amp_scan_service_restarts_total") == 2
         assert s.success()["processes"] == 1
+    finally:
+        exporter.close()
+
+
+def test_a_unit_cgroup_naming_none_of_the_connector_is_not_trusted(host_copy):
+    """A stale or foreign cisco-amp.service cgroup (PIDs that are gone, or that run other
+    programs) does not stand in for the listing: proc is listed and the connector found."""
+    root = host_copy("healthy-ebpf-btf")
+    (procs,) = cgroup_procs(root)
+    pids = [int(p) for p in procs.read_text().split()]
+    sshd = next(p.name for p in (root / "proc").iterdir()
+                if (p / "comm").is_file() and (p / "comm").read_text().strip() == "sshd")
+    procs.write_text(f"{sshd}\n{max(pids) + 1000}\n")  # another program, and one gone
+    exporter = exporter_for(root)
+    try:
+        before = listings()
+        s = scrape(exporter)
+        assert listings() == before + 1
+        assert exporter.shared.processes.listing_reason == "first collection"
+        assert s.value("cisco_amp_process_up", process="ampdaemon") == 1
+        assert s.value("cisco_amp_process_up", process="ampscansvc") == 1
     finally:
         exporter.close()
 

@@ -16,8 +16,14 @@ processes are known, a refresh asks the kernel about them alone (~0.2 ms either 
   the cgroup is used only when it lists the process it was found from (one of another
   PID namespace, which shows those processes as 0 or not at all, or a stale tree does not).
 
-The full listing of `proc` is the bounded fallback: on the first refresh, while no
-connector process is known, when the cgroup cannot be read (permission, no cgroup
+A first refresh (and one while no connector process is known) looks first at the
+unit's own cgroup where systemd runs it (UNIT_CGROUPS: `system.slice/cisco-amp.service`),
+and takes the connector processes it names: a start, and every `textfile` or `check` run,
+then costs what a scrape does, whatever the host's process count.
+
+The full listing of `proc` is the bounded fallback: on the first refresh when the unit's
+cgroup names no connector process, while no connector process is known, when the cgroup
+cannot be read (permission, no cgroup
 file or mount, the root cgroup, one too big to be a service's), when a known process
 is gone and its cgroup shows no successor of that name, and every
 FULL_LISTING_SECONDS anyway, so that a connector process started outside the cgroup
@@ -72,6 +78,10 @@ _MAX_FDS_READ = 65536
 # a process's instances, and 300 s is the shortest `for:` of the shipped alerts and half
 # the fault 6 restart window (600 s).
 FULL_LISTING_SECONDS = 300.0
+# Where systemd runs the connector (its unit is cisco-amp.service): looked at before proc is
+# listed on a first collection. cgroup v2 (or hybrid's unified), then v1's name=systemd.
+UNIT_CGROUPS = ("system.slice/cisco-amp.service", "unified/system.slice/cisco-amp.service",
+                "systemd/system.slice/cisco-amp.service")
 # A cgroup naming more processes than this is not one service's (a container's or a
 # login session's): following its members (a stat of /proc/PID each) would cost what the
 # listing does at a few hundred processes, and the listing is used instead. The
@@ -379,6 +389,30 @@ class ProcessTable:
             by_name[name].add((pid, start))
         return by_name
 
+    def _from_unit_cgroup(self, uptime: Optional[float]) -> bool:
+        """On a first collection (or with no connector process known): look in the
+        connector's unit's own cgroup first (UNIT_CGROUPS), so that a start, and every
+        `textfile` or `check` run, costs the same on a host of 10,000 processes as on one of
+        100. True when it named connector processes (what they run is checked as in a
+        listing: a stale or foreign cgroup names none of ours, and proc is listed)."""
+        for relative in UNIT_CGROUPS:
+            directory = self.paths.sys("fs/cgroup", relative)
+            try:
+                text = read_text(os.path.join(directory, "cgroup.procs"), _CGROUP_PROCS_LIMIT)
+                COUNTS.add("cgroup_reads")
+                if len(text) >= _CGROUP_PROCS_LIMIT:
+                    continue
+                members = parse_cgroup_procs(text)
+            except (OSError, ValueError):
+                continue  # not a systemd host, another hierarchy, no such unit
+            if not members:
+                continue
+            self._update(self._inodes(members), uptime, members)
+            if self._connector:
+                self._cgroup = directory
+                return True
+        return False
+
     def _listing_due(self, now: float) -> Optional[str]:
         if self._refreshes == 0:
             return "first collection"
@@ -396,6 +430,11 @@ class ProcessTable:
         why = self._listing_due(now)
         if why is None:
             why = self._refresh_from_cgroup(uptime)
+        elif not self._connector and self._from_unit_cgroup(uptime):
+            # Found where systemd runs it: the full look waits for its period, as if proc
+            # had just been listed (for a connector process started outside the unit).
+            why = None
+            self._last_listing = now
         self.listing_reason = why
         if why is not None:
             if why != self._logged_reason:
