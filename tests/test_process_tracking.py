@@ -28,6 +28,7 @@ import pytest
 from conftest import REPO, Scrape, parse_exposition
 
 from amp_exporter.host import processes
+from amp_exporter.host.paths import HostPaths
 from amp_exporter.host.processes import cgroup_candidates, parse_cgroup_procs
 
 CGROUP = Path("/sys/fs/cgroup")
@@ -106,6 +107,8 @@ def do(op, **cmd):
                  "--collector.disable-defaults",
                  *(f"--collector.{name}" for name in collectors)]))
             exporter.shared.processes.full_listing_seconds = cmd["every"]
+            # The period is what the test sets (listings here are cheap, but not free).
+            exporter.shared.processes.listing_cpu_share = None
         enter(scrape_ns)
         if cmd.get("uid") is not None:
             os.seteuid(cmd["uid"])  # no effective capabilities either, until back to 0
@@ -543,3 +546,21 @@ def test_where_each_cgroup_layout_is_looked_for():
     assert parse_cgroup_procs("12\n7\n12\n") == {7, 12}
     with pytest.raises(ValueError):
         parse_cgroup_procs("12\nx\n")
+
+
+def test_the_periodic_listing_waits_longer_where_it_costs_more(hosts):
+    """The listing's share of the CPU is capped: 300 s while a listing is cheap, up to an
+    hour on a host where listing proc costs what 10,000 processes do."""
+    table = processes.ProcessTable(HostPaths(str(hosts["healthy-ebpf-btf"])))
+    table.snapshot()  # a first collection: the unit's cgroup, no listing
+    assert table._listing_cpu == 0
+    table.full_listing_seconds = 0
+    table.begin_scrape()
+    table.snapshot()
+    assert table.listing_reason.startswith("periodic") and table._listing_cpu > 0
+    table.full_listing_seconds = processes.FULL_LISTING_SECONDS
+    for cpu, period in ((0.0012, 300), (0.010, 1500), (1.0, processes.MAX_LISTING_SECONDS)):
+        table._listing_cpu = cpu
+        assert table.listing_period() == pytest.approx(period)
+    table.listing_cpu_share = None
+    assert table.listing_period() == processes.FULL_LISTING_SECONDS

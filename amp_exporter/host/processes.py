@@ -26,7 +26,8 @@ cgroup names no connector process, while no connector process is known, when the
 cannot be read (permission, no cgroup
 file or mount, the root cgroup, one too big to be a service's), when a known process
 is gone and its cgroup shows no successor of that name, and every
-FULL_LISTING_SECONDS anyway, so that a connector process started outside the cgroup
+FULL_LISTING_SECONDS anyway (longer on a host where a listing costs more than
+LISTING_CPU_SHARE allows), so that a connector process started outside the cgroup
 is still found. The listing carries each entry's inode for free, and a PID seen
 before with the same `/proc/PID` inode is not read again. Only the few connector
 processes are read in full: their `stat`, `statm` and `status`, under the configured
@@ -78,6 +79,13 @@ _MAX_FDS_READ = 65536
 # a process's instances, and 300 s is the shortest `for:` of the shipped alerts and half
 # the fault 6 restart window (600 s).
 FULL_LISTING_SECONDS = 300.0
+# And no more often than keeps its cost at this share of one CPU (0.1 ms per 15 s), up to
+# MAX_LISTING_SECONDS: the kernel alone takes ~4-5 ms to list 10,000 processes, ~10 ms
+# with our side, which every 300 s would add ~0.5 ms to each 15 s scrape (a quarter of
+# one) and grow with the host; at this share it waits ~25 min there, while a listing of
+# 1,000 processes (~1 ms) keeps the 300 s.
+LISTING_CPU_SHARE = 0.0001 / 15
+MAX_LISTING_SECONDS = 3600.0
 # Where systemd runs the connector (its unit is cisco-amp.service): looked at before proc is
 # listed on a first collection. cgroup v2 (or hybrid's unified), then v1's name=systemd.
 UNIT_CGROUPS = ("system.slice/cisco-amp.service", "unified/system.slice/cisco-amp.service",
@@ -231,7 +239,9 @@ class ProcessTable:
         self._refreshes = 0
         self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.full_listing_seconds = FULL_LISTING_SECONDS
+        self.listing_cpu_share: Optional[float] = LISTING_CPU_SHARE  # None: no such cap
         self._last_listing = -float("inf")
+        self._listing_cpu = 0.0  # seconds of CPU the last listing took
         self._cgroup: Optional[str] = None  # the connector's cgroup directory, last found
         # Why the last refresh listed proc (None: the cgroup told), and the last one logged.
         self.listing_reason: Optional[str] = None
@@ -255,13 +265,8 @@ class ProcessTable:
 
     def _list_pids(self) -> dict[int, int]:
         COUNTS.add("proc_listings")
-        pids: dict[int, int] = {}
         with os.scandir(self.paths.procfs) as entries:
-            for entry in entries:
-                name = entry.name
-                if name.isdigit():
-                    pids[int(name)] = entry.inode()
-        return pids
+            return {int(e.name): e.inode() for e in entries if e.name.isdigit()}
 
     def _uptime(self) -> Optional[float]:
         try:
@@ -413,13 +418,23 @@ class ProcessTable:
                 return True
         return False
 
+    def listing_period(self) -> float:
+        """Seconds between periodic listings while the cgroup answers: FULL_LISTING_SECONDS,
+        longer where a listing costs more than LISTING_CPU_SHARE allows."""
+        period = self.full_listing_seconds
+        if self.listing_cpu_share:
+            period = max(period, min(MAX_LISTING_SECONDS,
+                                     self._listing_cpu / self.listing_cpu_share))
+        return period
+
     def _listing_due(self, now: float) -> Optional[str]:
         if self._refreshes == 0:
             return "first collection"
         if not self._connector:
             return "no connector process known"
-        if now - self._last_listing >= self.full_listing_seconds:
-            return f"periodic (every {self.full_listing_seconds:g}s)"
+        period = self.listing_period()
+        if now - self._last_listing >= period:
+            return f"periodic (every {period:.0f}s)"
         return None
 
     # -- refresh -----------------------------------------------------------------------
@@ -442,7 +457,9 @@ class ProcessTable:
                 log.debug("listing proc to find the connector's processes",
                           extra={"why": why})
                 self._logged_reason = why
+            cpu = time.thread_time()
             self._update(self._list_pids(), uptime, None)
+            self._listing_cpu = time.thread_time() - cpu
             self._last_listing = now
         else:
             self._logged_reason = None
