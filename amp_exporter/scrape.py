@@ -5,6 +5,7 @@ failed scrape, and add what needs no collector (build info, the catalog's titles
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -127,8 +128,10 @@ class Exporter:
         self.shared.close()
 
 
-def static_families() -> list[Family]:
-    """Facts about the exporter and its catalog that need no collector to run."""
+@functools.lru_cache(maxsize=1)
+def static_families() -> tuple[Family, ...]:
+    """Facts about the exporter and its catalog that need no collector to run: the same
+    at every scrape, so made once (nothing adds to a family once it is yielded)."""
     import platform
 
     from amp_exporter import __version__
@@ -138,7 +141,7 @@ def static_families() -> list[Family]:
     info = FAULT_INFO.family()
     for f in FAULTS:
         info.add_metric([str(f.id), f.title], 1.0)
-    return [build, info]
+    return build, info
 
 
 def resolve_enabled(
