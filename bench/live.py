@@ -7,9 +7,11 @@ node_exporter and process-exporter scraped in the same run.
 Needs root. The stand-in connector (bench/livehost.py) runs in a private mount namespace
 (a tmpfs over /opt there only): ampdaemon and ampscansvc from /opt/cisco/amp/bin, holding
 loopback TCP connections and a Unix socket, in a service cgroup of their own (below), and
-an ampcli printing a real status. Every exporter runs in that namespace, as the README
-serves it (`amp-exporter serve`, i.e. --path.rootfs=/, eBPF events where this machine
-allows them), on loopback.
+an ampcli that works as the real one does: one compiled binary that connects to the stand-in
+daemon's Unix socket, asks, and prints the real status the daemon answers (a run costs one
+exec and a socket round trip, as on a real host, not a shell script's two execs and parse).
+Every exporter runs in that namespace, as the README serves it (`amp-exporter serve`, i.e.
+--path.rootfs=/, eBPF events where this machine allows them), on loopback.
 
 Scraped as Prometheus 2.x scrapes, every target alike: one kept-alive HTTP/1.1 connection
 per target (http.client; a new one when the server answers HTTP/1.0 or `Connection:
@@ -50,12 +52,17 @@ then node_exporter and amp-exporter with ampcli on every scrape:
 
 CPU per scrape is each process's own utime+stime+cutime+cstime (/proc/PID/stat: all its
 threads, dead ones too, and its children it reaped, e.g. ampcli) over the rounds, divided
-by the rounds: clock ticks (10 ms), so each figure is printed with its resolution, one tick
+by the rounds; for the amp-exporter rows with ampcli, also split into its own
+(utime+stime) and its reaped children's (cutime+cstime: the ampcli runs), beside the total
+the target checks, and, per load, the stand-in ampcli's own CPU per run (the children's CPU
+over the status answers the stand-in daemon counted during those rounds, which should be
+one a scrape). Clock ticks (10 ms), so each figure is printed with its resolution, one tick
 over the rounds (±0.03 ms a scrape at the default 300 rounds, ±0.25 ms with --quick's 40;
 300 rather than 200 because the exporter's ~2.5 ms scrape then reads to ~1 %, and four
 loads still take ~4.5 min here). The exporter's periodic full listing of /proc (every
-300 s while the cgroup answers) falls outside the rounds (each server lives ~1 min): at a
-15 s scrape interval a real host adds 1/20 of a listing to each scrape.
+300 s while the cgroup answers, longer where a listing costs more) falls outside the
+rounds (each server lives ~1 min): a real host adds at most ~0.1 ms of CPU per 15 s scrape
+for it (amp_exporter.host.processes.LISTING_CPU_SHARE).
 Latency is the client's, per scrape (request to body decompressed, not our parse); RSS is
 VmRSS after the rounds. The share of the machine's CPUs that other work took during the
 rounds is printed with each load: this is a shared machine, and the ratios stand up to
@@ -75,17 +82,23 @@ under cProfile, and prints where its scrapes go.
 
 A service cgroup, as on a real host: the exporter finds the connector's processes through
 their service's cgroup (`cisco-amp.service`'s cgroup.procs) and lists /proc only as a
-fallback (every 300 s, and at every scrape when the processes are in the root cgroup).
-On a machine without systemd the stand-ins would sit in the root cgroup, and the figures
-would be the fallback's, growing with the host's processes. So livehost makes a cgroup
-`amp-bench-<pid>-<n>.cisco-amp.service` under the cgroup this benchmark runs in (v2, and
-v1 name=systemd where mounted, as systemd keeps units in both on a hybrid host), puts the
-stand-ins in it before they exec, and removes it once they have exited; one left by a run
-killed outright is removed at the next start. That is acceptable for a benchmark that
-otherwise writes only in its temporary directories: a kernel object under its own cgroup,
-no controller or limit, gone with the run, like its temporary directories. The header
-says where the stand-ins are; where no cgroup can be made (no permission, no cgroupfs) it
-says why, and the figures are the fallback's.
+fallback (every 300 s, and at every scrape when the processes are in the root cgroup), and
+its first collection (a start, every `textfile` run) looks at the unit's own path,
+system.slice/cisco-amp.service, before it lists /proc. On a machine without systemd the
+stand-ins would sit in the root cgroup, and the figures would be the fallback's, growing
+with the host's processes. So livehost (ServiceCgroup) puts the stand-ins, before they
+exec, in a cgroup in v2 and in v1 name=systemd where mounted (systemd keeps units in both
+on a hybrid host): at the unit's own path, `system.slice/cisco-amp.service` at the
+hierarchy's root, where there is no systemd and so no system.slice (then start-up and
+textfile figures are a real host's, not a /proc listing's); else (systemd's system.slice
+exists: never touched) `amp-bench-<pid>-<n>.cisco-amp.service` under the cgroup this
+benchmark runs in, where a first collection lists /proc. It removes what it made once they
+have exited; one left by a run killed outright is removed at the next start. That is
+acceptable for a benchmark that otherwise writes only in its temporary directories: a
+kernel object with no controller or limit, made only where no service manager owns the
+name, gone with the run, like its temporary directories. The header says where the
+stand-ins are; where no cgroup can be made (no permission, no cgroupfs) it says why, and
+the figures are the fallback's.
 """
 
 from __future__ import annotations
@@ -105,7 +118,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
@@ -246,9 +259,14 @@ class Server(scrape.Target):
             self.conn = None
 
     def cpu_seconds(self) -> float:
+        return sum(self.cpu_parts())
+
+    def cpu_parts(self) -> tuple[float, float]:
+        """(its own CPU seconds: utime+stime, its reaped children's: cutime+cstime)."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
         # utime stime cutime cstime (fields 14-17 of proc(5))
-        return sum(int(f) for f in fields[11:15]) / TICKS
+        ticks = [int(f) for f in fields[11:15]]
+        return (ticks[0] + ticks[1]) / TICKS, (ticks[2] + ticks[3]) / TICKS
 
     def children(self) -> list[int]:
         return livehost.children_of(self.proc.pid)
@@ -272,7 +290,10 @@ class Server(scrape.Target):
 
 @dataclass
 class Stats:
-    cpu: float = 0.0            # s per scrape
+    cpu: float = 0.0            # s per scrape: own + children
+    own: float = 0.0            # s per scrape: utime+stime
+    children: float = 0.0       # s per scrape: cutime+cstime (reaped children: ampcli)
+    ampcli_runs: int = 0        # status answers the stand-in daemon gave during the rounds
     p50: float = 0.0
     p99: float = 0.0
     rss: float = 0.0            # MiB
@@ -418,12 +439,22 @@ def cgroup_line(ns: livehost.ConnectorNamespace) -> str:
     """Which cgroup the stand-ins are in, and so which path the exporter takes."""
     where = {name: cgroups(pid) for name, pid in ns.stand_ins.items()}
     found = ", ".join(where["ampdaemon"])
-    service = ns.cgroup.name if ns.cgroup else None
-    if service and all(w and all(f.endswith("/" + service) for f in w)
-                       for w in where.values()):
+    made = {f"{h} {path}" for h, path in ns.cgroup.paths.items()} if ns.cgroup else set()
+    if made and all(set(w) == made for w in where.values()):
+        unit = f"/{livehost.UNIT_SLICE}/{livehost.UNIT}"
+        at_unit = [h for h, path in ns.cgroup.paths.items() if path == unit]
+        if len(at_unit) == len(made):
+            return (f"stand-ins at the unit's own cgroup path, made for this run (no systemd "
+                    f"here) and removed after: {found} (the path the exporter looks at "
+                    "first, before listing /proc, then follows at every scrape, as on a "
+                    "systemd host)")
+        others = ", ".join(h for h in ns.cgroup.paths if h not in at_unit)
+        first = (f"at the unit's path in {', '.join(at_unit)}, which a first collection looks "
+                 "at" if at_unit else "so a first collection finds them by listing /proc")
         return (f"stand-ins in a service cgroup of their own, made for this run and removed "
-                f"after: {found} (the exporter follows its cgroup.procs, as on a systemd "
-                "host)")
+                f"after: {found} (not at the unit's own path in {others}, whose "
+                f"system.slice exists; {first}; the exporter follows its cgroup.procs at "
+                "every scrape)")
     why = ns.cgroup.why if ns.cgroup and ns.cgroup.why else "not made"
     return (f"stand-ins in cgroup {found}: not a service cgroup of their own ({why}), so "
             "the exporter lists /proc at every scrape (its fallback), unlike a systemd host")
@@ -529,7 +560,7 @@ def rounds_of(servers: dict[str, Server], rounds: int,
                 raise RuntimeError("; ".join(problems))
             if problems:
                 continue
-        stats = _rounds(servers, rounds)
+        stats = _rounds(servers, rounds, ns.ampcli_runs)
         if not foreign_connector_processes(set(ns.stand_ins.values())):
             return stats
         print("  (a connector-named process not ours appeared during the rounds: again)",
@@ -545,14 +576,16 @@ def machine_busy() -> float:
     return (user + nice + system + irq + softirq + steal) / TICKS
 
 
-def _rounds(servers: dict[str, Server], rounds: int) -> dict[str, Stats]:
+def _rounds(servers: dict[str, Server], rounds: int,
+            ampcli_runs: Callable[[], int]) -> dict[str, Stats]:
     names = list(servers)
     for s in servers.values():
         for _ in range(WARM_UP):  # the first scrapes read every new PID
             s.get()
         s.settle()
     times: dict[str, list[float]] = {n: [] for n in names}
-    cpu0 = {n: servers[n].cpu_seconds() for n in names}
+    cpu0 = {n: servers[n].cpu_parts() for n in names}
+    runs0 = ampcli_runs()
     # (a connection kept alive from the warm-up counts once, as one made)
     connections0 = {n: servers[n].connections - (servers[n].conn is not None
                                                  and servers[n].conn.sock is not None)
@@ -564,7 +597,11 @@ def _rounds(servers: dict[str, Server], rounds: int) -> dict[str, Stats]:
             times[n].append(servers[n].timed())
     for s in servers.values():
         s.settle(5)
-    out = {n: Stats(cpu=(servers[n].cpu_seconds() - cpu0[n]) / rounds,
+    runs = ampcli_runs() - runs0
+    cpu1 = {n: servers[n].cpu_parts() for n in names}
+    out = {n: Stats(cpu=(sum(cpu1[n]) - sum(cpu0[n])) / rounds,
+                    own=(cpu1[n][0] - cpu0[n][0]) / rounds,
+                    children=(cpu1[n][1] - cpu0[n][1]) / rounds, ampcli_runs=runs,
                     p50=statistics.median(times[n]), p99=scrape.pct(times[n], 0.99),
                     rss=servers[n].rss_mib(),
                     connections=servers[n].connections - connections0[n],
@@ -726,10 +763,12 @@ def rows_for(r: Result) -> list[Row]:
     rows.append(check(Row("CPU per scrape, ampcli cached", NODE, cpu_ms(cached.cpu, n),
                           cpu_ms(node.cpu, n), f"{ratio:.2f}", f"< {CACHED_VS_NODE}"),
                       ratio < CACHED_VS_NODE))
+    rows.append(split_row("ampcli cached", cached, node))
     ratio = every.cpu / node_b.cpu
     rows.append(check(Row("CPU per scrape, ampcli every scrape", NODE, cpu_ms(every.cpu, n),
                           cpu_ms(node_b.cpu, n), f"{ratio:.2f}", f"< {EVERY_VS_NODE}"),
                       ratio < EVERY_VS_NODE))
+    rows.append(split_row("ampcli every scrape", every, node_b))
     for name, st, base in (("ampcli cached", cached, node),
                            ("ampcli every scrape", every, node_b)):
         rows.append(Row(f"latency p50 / p99, {name}", NODE, p50_99(st), p50_99(base),
@@ -759,6 +798,28 @@ def rows_for(r: Result) -> list[Row]:
                           ms(text), ms(py), f"{text / py:.1f}",
                           f"< {TEXTFILE_CPU * 1e3:.0f} ms"), text < TEXTFILE_CPU))
     return rows
+
+
+def split_row(name: str, st: Stats, base: Stats) -> Row:
+    """The total above, split: the exporter's own CPU and its reaped children's (ampcli),
+    each as a share of the baseline's total (the two add up to the ratio the target checks)."""
+    return Row(f"  of which own / reaped children (ampcli), {name}", NODE,
+               f"{ms(st.own)} / {ms(st.children)}", f"{ms(base.own)} / {ms(base.children)}",
+               f"{st.own / base.cpu:.2f} + {st.children / base.cpu:.2f}")
+
+
+def ampcli_line(r: Result) -> str:
+    """The stand-in ampcli's own CPU per run: the every-scrape exporter's children's CPU
+    over the runs the stand-in daemon answered during its rounds (one a scrape, if the
+    exporter ran it at every scrape)."""
+    every = r.stats[EVERY]
+    runs = every.ampcli_runs
+    if not runs:
+        return f"no ampcli run reached the stand-in daemon during {r.rounds} scrapes"
+    per_run = every.children * r.rounds / runs
+    return (f"{ms(per_run)} ±{1e3 / TICKS / runs:.2f} ms of CPU per run (the exporter's "
+            f"reaped children over {runs} runs the stand-in daemon answered, "
+            f"{r.rounds} scrapes{'' if runs == r.rounds else ': NOT one run a scrape'})")
 
 
 def connections_line(r: Result) -> str:
@@ -813,6 +874,8 @@ def markdown(results: dict[str, Result], growth: list[Row], header: str) -> str:
         out.append(f"| {first.figure} ({first.baseline}) | {target} | {' | '.join(cells)} |")
     out.append("| in /proc; TCP sockets in use | | " + " | ".join(
         f"{r.processes:,}; {r.tcp:,}" for r in loads) + " |")
+    out.append("| stand-in ampcli's own CPU per run (ampcli every scrape) | | "
+               + " | ".join(ampcli_line(r) for r in loads) + " |")
     out.append("| other work on the machine during the rounds (share of its CPUs) | | "
                + " | ".join(f"{r.others[0]:.0%} / {r.others[1]:.0%}" for r in loads) + " |")
     if growth:
@@ -963,6 +1026,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                       f"rounds: {r.others[0]:.0%} / {r.others[1]:.0%} of its CPUs "
                       f"({time.monotonic() - t0:.0f} s)")
                 print("  connections the rounds took: " + connections_line(r))
+                print("  stand-in ampcli, ampcli every scrape: " + ampcli_line(r))
                 r.rows = rows_for(r)
                 print_table(r.rows)
         growth = growth_rows(results)

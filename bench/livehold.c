@@ -3,20 +3,33 @@
  *   livehold sleepers N         fork N children that only pause (extra processes)
  *   livehold sockets PAIRS      hold PAIRS established loopback TCP connections, both ends
  *                               (2 x PAIRS sockets, plus one listener)
- *   livehold daemon N PATH      a stand-in connector process (run as ampdaemon, ampscansvc):
- *                               N established loopback TCP connections (both ends) and a
- *                               Unix socket listening at PATH
- *   livehold client PATH        the same, connected to the Unix socket at PATH instead
+ *   livehold daemon N PATH [STATUS_FILE]
+ *                               the stand-in ampdaemon: N established loopback TCP
+ *                               connections (both ends) and a Unix socket listening at PATH,
+ *                               answering each connection's "status\n" with STATUS_FILE's
+ *                               text (read once, at start) and "count\n" with how many
+ *                               status answers it gave, then closing it; a connection that
+ *                               asks nothing (ampscansvc's) is held
+ *   livehold client PATH        the stand-in ampscansvc: connected to the Unix socket at PATH
+ *   ampcli status               (this binary installed as ampcli) the stand-in ampcli: asks
+ *                               the daemon at AMPCLI_SOCKET and prints its answer, as the
+ *                               real one does: one exec and a socket round trip. The daemon
+ *                               unreachable, it prints the real ampcli's first lines and
+ *                               exits 1, as the real one does with its daemon dead; any
+ *                               other command: "Unknown command: X" on stderr, exit 1.
  *
- * Each prints "ready" on stdout once set up, then waits for end of file on stdin: then it
- * (and every process it made) is gone. Each dies with its parent (PR_SET_PDEATHSIG), and so
- * do the sleepers; sleepers reaps its children itself. Sockets are closed with SO_LINGER 0
- * (a reset), so that no TIME_WAIT entries outlive the holder and weigh on later runs.
- * Limits (open files, processes) are raised in this process only, as far as it needs. */
+ * Each but ampcli prints "ready" on stdout once set up, then waits for end of file on
+ * stdin: then it (and every process it made) is gone. Each dies with its parent
+ * (PR_SET_PDEATHSIG), and so do the sleepers; sleepers reaps its children itself.
+ * Sockets are closed with SO_LINGER 0 (a reset), so that no TIME_WAIT entries outlive the
+ * holder and weigh on later runs. Limits (open files, processes) are raised in this
+ * process only, as far as it needs. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +40,13 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#ifndef AMPCLI_SOCKET /* livehost.py passes livehost.DAEMON_SOCKET */
+#define AMPCLI_SOCKET "/opt/cisco/amp/var/run/ampdaemon.sock"
+#endif
+/* What the real ampcli prints before it has reached its daemon. */
+#define AMPCLI_TRYING "[logger] Set minimum reported log level to notice\nTrying to connect...\n"
+#define MAX_CONNS 64
 
 static void die(const char *what) {
     perror(what);
@@ -99,7 +119,7 @@ static void connections(long n) {
     }
 }
 
-static void unix_socket(const char *path, int connect_to) {
+static int unix_socket(const char *path, int connect_to) {
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (fd < 0 || strlen(path) >= sizeof addr.sun_path)
@@ -113,6 +133,130 @@ static void unix_socket(const char *path, int connect_to) {
         if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 16) != 0)
             die("unix listen");
     }
+    return fd;
+}
+
+static int send_all(int fd, const char *buf, size_t len) {
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* A file's whole text (the status to answer with), or "" without one. */
+static char *slurp(const char *path, size_t *len) {
+    *len = 0;
+    char *text = calloc(1, 1);
+    if (!path || !text)
+        return text;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        die(path);
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+        if (!(text = realloc(text, *len + (size_t)n + 1)))
+            die("realloc");
+        memcpy(text + *len, buf, (size_t)n);
+        *len += (size_t)n;
+    }
+    if (n < 0)
+        die(path);
+    close(fd);
+    return text;
+}
+
+/* The daemon's life after "ready": one poll loop over stdin (end of file: stop), the
+ * listener and the connections it accepted, so that ampcli's requests are answered while
+ * ampscansvc's connection (which asks nothing) is held. */
+static void serve(int listener, const char *status, size_t status_len) {
+    struct pollfd fds[2 + MAX_CONNS];
+    char req[MAX_CONNS][16];
+    size_t got[MAX_CONNS];
+    int conns = 0;
+    unsigned long answered = 0;
+    fds[0] = (struct pollfd){.fd = 0, .events = POLLIN};
+    fds[1] = (struct pollfd){.fd = listener, .events = POLLIN};
+    for (;;) {
+        fds[1].fd = conns < MAX_CONNS ? listener : -1; /* full: new ones wait in the backlog */
+        if (poll(fds, 2 + (nfds_t)conns, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            die("poll");
+        }
+        if (fds[0].revents) {
+            char buf[64];
+            ssize_t n = read(0, buf, sizeof buf);
+            if (n == 0 || (n < 0 && errno != EINTR))
+                return;
+        }
+        for (int i = conns - 1; i >= 0; i--) {
+            struct pollfd *p = &fds[2 + i];
+            if (!p->revents)
+                continue;
+            ssize_t n = read(p->fd, req[i] + got[i], sizeof req[i] - 1 - got[i]);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n > 0) {
+                got[i] += (size_t)n;
+                req[i][got[i]] = '\0';
+                if (!strchr(req[i], '\n') && got[i] < sizeof req[i] - 1)
+                    continue; /* the rest of the request is on its way */
+                if (strcmp(req[i], "status\n") == 0) {
+                    answered += send_all(p->fd, status, status_len) == 0;
+                } else if (strcmp(req[i], "count\n") == 0) {
+                    char count[32];
+                    int len = snprintf(count, sizeof count, "%lu\n", answered);
+                    send_all(p->fd, count, (size_t)len);
+                }
+            }
+            close(p->fd); /* answered, unknown, closed or failed: done with it */
+            conns--;
+            fds[2 + i] = fds[2 + conns];
+            memcpy(req[i], req[conns], sizeof req[i]);
+            got[i] = got[conns];
+        }
+        if (fds[1].fd >= 0 && fds[1].revents) {
+            int c = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+            if (c >= 0) {
+                fds[2 + conns] = (struct pollfd){.fd = c, .events = POLLIN};
+                got[conns++] = 0;
+            }
+        }
+    }
+}
+
+/* The stand-in ampcli: what `ampcli status` does, against the stand-in daemon. */
+static int ampcli(int argc, char **argv) {
+    const char *command = argc >= 2 ? argv[1] : "";
+    if (strcmp(command, "status") != 0) {
+        fprintf(stderr, "Unknown command: %s\n", command);
+        return 1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX, .sun_path = AMPCLI_SOCKET};
+    char buf[4096];
+    size_t total = 0;
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0 &&
+        send_all(fd, "status\n", 7) == 0) {
+        ssize_t n;
+        while ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+            if (n > 0 && write(1, buf, (size_t)n) != n)
+                return 1;
+            total += n > 0 ? (size_t)n : 0;
+        }
+    }
+    if (total == 0) { /* no daemon to talk to, or it said nothing: as a dead daemon's ampcli */
+        fputs(AMPCLI_TRYING, stdout);
+        return 1;
+    }
+    return 0;
 }
 
 static int sleepers(long n) {
@@ -151,6 +295,9 @@ static int sleepers(long n) {
 }
 
 int main(int argc, char **argv) {
+    const char *base = strrchr(argv[0], '/');
+    if (strcmp(base ? base + 1 : argv[0], "ampcli") == 0)
+        return ampcli(argc, argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc >= 3 && strcmp(argv[1], "sleepers") == 0) {
         die_with_parent(getppid());
@@ -167,10 +314,12 @@ int main(int argc, char **argv) {
     }
     if (argc >= 4 && strcmp(argv[1], "daemon") == 0) {
         die_with_parent(getppid());
+        size_t status_len;
+        char *status = slurp(argc >= 5 ? argv[4] : NULL, &status_len);
         connections(atol(argv[2]));
-        unix_socket(argv[3], 0);
+        int listener = unix_socket(argv[3], 0);
         ready();
-        wait_for_eof();
+        serve(listener, status, status_len);
         unlink(argv[3]);
         return 0;
     }
@@ -181,6 +330,7 @@ int main(int argc, char **argv) {
         wait_for_eof();
         return 0;
     }
-    fprintf(stderr, "usage: livehold sleepers N | sockets PAIRS | daemon N PATH | client PATH\n");
+    fprintf(stderr, "usage: livehold sleepers N | sockets PAIRS | daemon N PATH [STATUS_FILE] | "
+                    "client PATH\n");
     return 2;
 }

@@ -6,9 +6,17 @@ This machine's /opt is never written. A holder process runs in a new mount names
 (`unshare --mount --propagation private`), checks that no mount there propagates back to
 the machine, mounts a tmpfs over /opt (there only), lays out /opt/cisco/amp (the files of
 the example host healthy-ebpf-btf, with stand-in binaries: `livehold.c` compiled and copied
-as ampdaemon and ampscansvc, each holding loopback TCP connections and a Unix socket as the
-real daemons do, and an ampcli that prints a real status, tests/test_status_parser.REAL
-after the noise lines ampcli prints first) and starts ampdaemon and ampscansvc from it.
+as ampdaemon, ampscansvc and ampcli) and starts ampdaemon and ampscansvc from it. Each holds
+loopback TCP connections and a Unix socket as the real daemons do (ampscansvc's connected to
+ampdaemon's). ampcli works as the real one does: one compiled program, exec'd once, that
+connects to the daemon's socket (DAEMON_SOCKET), asks, and prints what the daemon answers:
+the stand-in daemon answers every connection's request with a real status (real_status():
+tests/test_status_parser.REAL after the noise lines ampcli prints first, exactly), given to
+it at start as a file in the tmpfs, while it holds ampscansvc's connection. With the daemon
+gone, ampcli prints the real one's first lines and exits 1, as a real host's does with its
+daemon dead. Not a shell script, as it was: sh parsing a heredoc through cat is two execs
+and a parse, ~1 ms of CPU a run more than the binary, which a scrape with ampcli on every
+scrape would have charged to the exporter as a simulation artefact.
 Whatever should see the connector (the exporter, and the baselines, so that they start the
 same way) is started in that namespace through `wrap()` (nsenter): it sees this machine's
 real /proc, /sys and sockets, and the stand-in connector in /opt.
@@ -17,17 +25,34 @@ With `service_cgroup=True` (bench/live.py), the stand-ins run in a service cgrou
 own, as systemd runs `cisco-amp.service`: the exporter finds the connector's processes
 through their service's cgroup (cgroup.procs) and lists /proc only as a fallback, and in
 the root cgroup (a machine without systemd) it takes the fallback on every scrape, which
-is not what a real host measures. ServiceCgroup makes `amp-bench-<pid>-<n>.cisco-amp.service`
-as a child of the cgroup this process runs in, in each hierarchy systemd keeps units in
-(cgroup v2, wherever it is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid
-host; and the v1 `name=systemd` hierarchy where there is one), and the holder puts each
-stand-in in it before exec (its first instruction runs there). It is a kernel object
-under our own cgroup, with no controller enabled or limit set, removed (rmdir) once the
+is not what a real host measures. ServiceCgroup makes one in each hierarchy systemd keeps
+units in (cgroup v2, wherever it is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a
+hybrid host; and the v1 `name=systemd` hierarchy where there is one), and the holder puts
+each stand-in in it before exec (its first instruction runs there):
+
+- `system.slice/cisco-amp.service` at the hierarchy's root, the unit's own path, where
+  that hierarchy has no `system.slice` and PID 1 is not systemd (a machine without
+  systemd, like a CI container): it is the path the exporter looks at first, before it
+  lists /proc, on every first collection (a start, each `textfile` run), so only there
+  does the benchmark measure what a real host's start costs. Both directories are ours
+  and both are removed, the unit's first. Made only where systemd is absent, so no real
+  unit is ever shadowed, and nothing is made inside a system.slice of systemd's.
+- otherwise (a systemd machine) `amp-bench-<pid>-<n>.cisco-amp.service` as a child of the
+  cgroup this process runs in: never inside systemd's system.slice, never an existing
+  cisco-amp.service. The exporter still finds the stand-ins through it at every scrape,
+  but a first collection lists /proc there, as it would for a unit it does not know.
+
+Each is a kernel object with no controller enabled or limit set, removed (rmdir) once the
 stand-ins have exited: a temporary thing like our temporary directories, and the only
-thing written outside them. One left by a benchmark killed outright (its creator PID gone,
-empty) is removed at the next start. Where none can be made (no permission, no cgroupfs,
-a v2 tree that refuses the move: a throwaway process is moved in first to find out),
-`why` says so and the stand-ins stay in our cgroup, as before.
+thing written outside them. A throwaway process is moved in first (only a move tells
+whether the kernel takes processes there) and stays until the stand-ins are in, so that a
+cgroup of ours is empty only for the moment between its mkdir and that move. Left by a
+benchmark killed outright, and removed at the next start: an amp-bench one whose creator
+PID is gone; on a machine whose PID 1 is not systemd, a `system.slice` holding only an
+empty `cisco-amp.service` (or nothing: killed between the two rmdirs). rmdir takes only an
+empty cgroup, so one in use is never touched. Where none can be made (no permission, no
+cgroupfs, a v2 tree that refuses the move), `why` says so and the stand-ins stay in our
+cgroup, as before.
 
 Every process started here dies with its parent (PR_SET_PDEATHSIG: `setpriv --pdeathsig`,
 or the helper itself), so that a benchmark killed outright leaves nothing running. When
@@ -56,12 +81,17 @@ HELPER_SOURCE = REPO / "bench" / "livehold.c"
 OPT_BIN = "/opt/cisco/amp/bin"
 DAEMON_SOCKET = "/opt/cisco/amp/var/run/ampdaemon.sock"
 DAEMON_TCP = 3  # established loopback connections the stand-in daemon holds, both ends
-# What the stand-in ampcli prints first, before the status (tests/test_ampcli_runner's
+# Where the stand-in daemon's status text is, in the namespace's tmpfs (outside the
+# connector's tree, which the exporter reads).
+STATUS_FILE = "/opt/amp-bench/ampdaemon-status"
+# What the real ampcli prints first, before the status (tests/test_ampcli_runner's
 # REAL_STATUS: the noise lines, then test_status_parser.REAL).
 AMPCLI_NOISE = ("[logger] Set minimum reported log level to notice\nTrying to connect...\n"
                 "Connected.\n")
 PR_SET_CHILD_SUBREAPER = 36
-# The stand-ins' service cgroup: ours by its prefix, unique by our PID and a counter.
+# The stand-ins' service cgroup where systemd is absent: the unit's own path.
+UNIT_SLICE, UNIT = "system.slice", "cisco-amp.service"
+# ... and under our own cgroup elsewhere: ours by its prefix, unique by our PID and a counter.
 CGROUP_NAME = "amp-bench-{pid}-{n}.cisco-amp.service"
 CGROUP_OURS = re.compile(r"amp-bench-(\d+)-\d+\.cisco-amp\.service")
 _cgroup_serial = itertools.count(1)
@@ -84,9 +114,10 @@ def die_with_parent(argv: list[str]) -> list[str]:
 
 
 def build_helper(work: Path) -> Path:
-    """bench/livehold.c, compiled into work."""
+    """bench/livehold.c, compiled into work (its ampcli asks the daemon at DAEMON_SOCKET)."""
     binary = work / "livehold"
-    subprocess.run(["cc", "-O2", "-Wall", "-o", str(binary), str(HELPER_SOURCE)], check=True)
+    subprocess.run(["cc", "-O2", "-Wall", f'-DAMPCLI_SOCKET="{DAEMON_SOCKET}"', "-o",
+                    str(binary), str(HELPER_SOURCE)], check=True)
     return binary
 
 
@@ -99,10 +130,26 @@ def real_status() -> str:
     return AMPCLI_NOISE + module.REAL
 
 
-def ampcli_script(status: str) -> str:
-    return ("#!/bin/sh\n# Stand-in for ampcli, written by bench/livehost.py: a real status.\n"
-            'case "$1" in\nstatus)\n    cat <<\'EOF\'\n' + status + "EOF\n    ;;\n"
-            '*)\n    echo "Unknown command: $1" >&2\n    exit 1\n    ;;\nesac\n')
+def pid1_is_systemd() -> bool:
+    """Whether this machine runs systemd (as its PID 1; unreadable: assume it does)."""
+    try:
+        return Path("/proc/1/comm").read_text().strip() == "systemd"
+    except OSError:
+        return True
+
+
+def daemon_request(socket_path: str, request: str, timeout: float = 5) -> str:
+    """The stand-in daemon's answer to one request ('status', 'count'), as ampcli asks."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(socket_path)
+        s.sendall(request.encode() + b"\n")
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
 
 
 def mount_ns(pid: int | str = "self") -> str:
@@ -152,17 +199,23 @@ def end_children(keep: frozenset[int] = frozenset()) -> list[str]:
 
 class ServiceCgroup:
     """The stand-ins' service cgroup (see the module's docstring): `dirs`, one directory per
-    hierarchy it was made in (empty when none could be), `why` when one could not be."""
+    hierarchy it was made in (empty when none could be), `paths` {hierarchy: its path as
+    /proc/PID/cgroup shows it}, `why` when one could not be made."""
 
     def __init__(self) -> None:
         self.dirs: list[Path] = []
+        self.paths: dict[str, str] = {}
         self.why = ""
         self.name = CGROUP_NAME.format(pid=os.getpid(), n=next(_cgroup_serial))
+        self._made: list[Path] = []  # every directory we made, outermost first
+        self._probe: Optional[subprocess.Popen] = None
 
     @staticmethod
-    def hierarchies() -> tuple[list[tuple[str, Path]], list[str]]:
-        """([(hierarchy, the directory of our own cgroup in it)], why not, for the others)
-        of the hierarchies systemd keeps units in: v2, and v1's name=systemd."""
+    def hierarchies() -> tuple[list[tuple[str, Path, str, Optional[Path]]], list[str]]:
+        """([(hierarchy, the directory of our own cgroup in it, our cgroup's path, the
+        hierarchy's root directory or None when the mount shows only a subtree)], why not,
+        for the others) of the hierarchies systemd keeps units in: v2, and v1's
+        name=systemd."""
         ours: dict[str, str] = {}
         for line in Path("/proc/self/cgroup").read_text().splitlines():
             hierarchy, controllers, path = line.split(":", 2)
@@ -181,7 +234,7 @@ class ServiceCgroup:
                 name = "name=systemd"
             else:
                 continue
-            if name in (n for n, _ in found) or name not in ours:
+            if name in (n for n, *_ in found) or name not in ours:
                 continue
             path = ours[name]
             # Our cgroup as this mount shows it (a mount of a subtree shows only what is
@@ -190,38 +243,62 @@ class ServiceCgroup:
             if path.startswith("/..") or rel == ".." or rel.startswith("../"):
                 why.append(f"{name}: our cgroup {path} is not under {mountpoint}")
                 continue
-            found.append((name, Path(mountpoint) / rel if rel != "." else Path(mountpoint)))
+            top = Path(mountpoint)
+            found.append((name, top / rel if rel != "." else top, path,
+                          top if root == "/" else None))
         if not found and not why:
             why.append("no cgroup v2 or name=systemd hierarchy mounted")
         return found, why
 
     def make(self) -> None:
         """Make it in each hierarchy (stale ones of ours removed first), and check that a
-        process can be moved into it (a throwaway one): else remove it, and say why."""
+        process can be moved into it (the probe, kept there until release()): else
+        remove it, and say why."""
         places, why = self.hierarchies()
-        for hierarchy, parent in places:
+        systemd = pid1_is_systemd()
+        for hierarchy, parent, path, top in places:
             self._remove_stale(parent)
-            directory = parent / self.name
+            if top is not None and not systemd:
+                self._remove_stale_unit(top / UNIT_SLICE)
+            if top is not None and not systemd and not (top / UNIT_SLICE).exists():
+                # No systemd, no system.slice: the unit's own path is free, and ours.
+                made = [top / UNIT_SLICE, top / UNIT_SLICE / UNIT]
+                cgroup_path = f"/{UNIT_SLICE}/{UNIT}"
+            else:
+                made = [parent / self.name]
+                cgroup_path = path.rstrip("/") + "/" + self.name
+            directory = made[-1]
             try:
-                directory.mkdir()
+                for d in made:
+                    d.mkdir()
+                    self._made.append(d)
             except OSError as exc:
-                why.append(f"{hierarchy}: cannot make {directory} ({exc.strerror})")
+                why.append(f"{hierarchy}: cannot make {d} ({exc.strerror})")
+                self._remove(made)
                 continue
             # Only a move tells whether the kernel takes processes there (permissions, v2's
             # rules on where processes may be, a threaded subtree).
-            probe = subprocess.Popen(die_with_parent(["sleep", "60"]))
+            if self._probe is None:
+                self._probe = subprocess.Popen(die_with_parent(["sleep", "600"]))
             try:
-                (directory / "cgroup.procs").write_text(str(probe.pid))
+                (directory / "cgroup.procs").write_text(str(self._probe.pid))
                 self.dirs.append(directory)
+                self.paths[hierarchy] = cgroup_path
             except OSError as exc:
                 why.append(f"{hierarchy}: cannot move a process into {directory} "
                            f"({exc.strerror})")
-            finally:
-                probe.kill()
-                probe.wait()
-            if directory not in self.dirs:
-                _rmdir(directory)
+                self._remove(made)
+        if not self.dirs:
+            self.release()
         self.why = "; ".join(why)
+
+    def release(self) -> None:
+        """The stand-ins are in: the probe goes (until then it kept the cgroup in use, so
+        that another run's stale removal could not take it)."""
+        if self._probe is not None:
+            self._probe.kill()
+            self._probe.wait()
+            self._probe = None
 
     @staticmethod
     def _remove_stale(parent: Path) -> None:
@@ -234,11 +311,37 @@ class ServiceCgroup:
                     with contextlib.suppress(OSError):
                         entry.rmdir()
 
+    @staticmethod
+    def _remove_stale_unit(slice_dir: Path) -> None:
+        """On a machine without systemd, a system.slice holding only an empty
+        cisco-amp.service (or nothing) is ours, left by a benchmark killed outright.
+        rmdir takes only an empty cgroup: one in use (another run's) stays."""
+        with contextlib.suppress(OSError):
+            children = {e.name for e in slice_dir.iterdir() if e.is_dir()}
+            if children <= {UNIT}:
+                if children:
+                    (slice_dir / UNIT).rmdir()
+                slice_dir.rmdir()
+
+    def _remove(self, dirs: list[Path], timeout: float = 0) -> list[str]:
+        """rmdir those of `dirs` (outermost first) that we made, innermost first; what could
+        not be removed (and so neither could what holds it)."""
+        left: list[str] = []
+        for d in reversed(dirs):
+            if d not in self._made:
+                continue
+            if any(d in Path(kept).parents for kept in left) or not _rmdir(d, timeout):
+                left.append(str(d))
+            else:
+                self._made.remove(d)
+        return left
+
     def close(self, timeout: float = 5) -> list[str]:
         """Remove it (the stand-ins have exited: retried while the kernel lets the last of
         them go); what could not be removed."""
-        left = [str(d) for d in self.dirs if not _rmdir(d, timeout)]
-        self.dirs = []
+        self.release()
+        left = self._remove(list(self._made), timeout)
+        self.dirs, self.paths = [], {}
         return left
 
 
@@ -292,10 +395,13 @@ class ConnectorNamespace:
         host = build_hosts.build(self.work / "host", ["healthy-ebpf-btf"])["healthy-ebpf-btf"]
         tree = host / "opt"
         bin_dir = tree / "cisco/amp/bin"
-        for name in ("ampdaemon", "ampscansvc"):
+        for name in ("ampdaemon", "ampscansvc", "ampcli"):
             shutil.copy(self.helper, bin_dir / name)
-        (bin_dir / "ampcli").write_text(ampcli_script(self.status))
         (tree / "cisco/amp/var/run").mkdir(parents=True, exist_ok=True)
+        # The daemon's answer, laid out as in the namespace's /opt (STATUS_FILE).
+        status_file = tree / os.path.relpath(STATUS_FILE, "/opt")
+        status_file.parent.mkdir(parents=True, exist_ok=True)
+        status_file.write_bytes(self.status.encode())
         outside = mount_ns()
         if self.cgroup is not None:
             self.cgroup.make()
@@ -310,6 +416,8 @@ class ConnectorNamespace:
             raise RuntimeError(f"the connector namespace did not start: {line!r}")
         self.stand_ins = dict((kv.split("=")[0], int(kv.split("=")[1]))
                               for kv in line.split()[1:])
+        if self.cgroup is not None:
+            self.cgroup.release()  # the stand-ins keep it in use now
         self.ns = mount_ns(self.holder.pid)
         assert self.ns != outside
         # The tmpfs is theirs alone: here, /opt is untouched.
@@ -321,6 +429,12 @@ class ConnectorNamespace:
         assert self.holder is not None
         return ["nsenter", f"--mount=/proc/{self.holder.pid}/ns/mnt", f"--wd={cwd}", "--",
                 *die_with_parent(argv)]
+
+    def ampcli_runs(self) -> int:
+        """How many status answers the stand-in daemon has given (one per ampcli run that
+        reached it), asked through the holder's root, which is in the namespace."""
+        assert self.holder is not None
+        return int(daemon_request(f"/proc/{self.holder.pid}/root{DAEMON_SOCKET}", "count"))
 
     def left(self) -> list[int]:
         """PIDs of processes still in the namespace."""
@@ -375,7 +489,8 @@ def hold(tree: str, outside_ns: str, cgroups: list[str]) -> int:
     _refuse_shared_mounts()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=64m", "amp-bench", "/opt"],
                    check=True)
-    shutil.copytree(Path(tree) / "cisco", "/opt/cisco", symlinks=True)
+    for top in ("cisco", os.path.relpath(STATUS_FILE, "/opt").split("/")[0]):
+        shutil.copytree(Path(tree) / top, f"/opt/{top}", symlinks=True)
     procs: list[subprocess.Popen] = []
 
     def stop(*_) -> None:
@@ -383,7 +498,8 @@ def hold(tree: str, outside_ns: str, cgroups: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        for name, args in (("ampdaemon", ["daemon", str(DAEMON_TCP), DAEMON_SOCKET]),
+        for name, args in (("ampdaemon", ["daemon", str(DAEMON_TCP), DAEMON_SOCKET,
+                                          STATUS_FILE]),
                            ("ampscansvc", ["client", DAEMON_SOCKET])):
             p = subprocess.Popen([f"{OPT_BIN}/{name}", *args], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True,
