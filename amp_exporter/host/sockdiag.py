@@ -22,7 +22,7 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -137,10 +137,12 @@ def _error(errno: int) -> SockDiagError:
     return SockDiagError(errno, f"sock_diag: {os.strerror(errno)}")
 
 
-def parse_dump(data: bytes, found: dict[int, TcpSocket], seq: Optional[int] = None) -> bool:
+def parse_dump(data: bytes, found: dict[int, TcpSocket], seq: Optional[int] = None,
+               wanted: Optional[Container[int]] = None) -> bool:
     """Add {inode: socket} from one datagram of a dump (only answers to SEQ, if given:
-    a late answer to an earlier request is skipped); True once the dump is done. Raises
-    SockDiagError on an error message or a malformed one."""
+    a late answer to an earlier request is skipped; only the inodes in WANTED, if given);
+    True once the dump is done. Raises SockDiagError on an error message or a malformed
+    one."""
     for got, kind, what in _messages(data):
         if seq is not None and got != seq:
             continue
@@ -148,7 +150,8 @@ def parse_dump(data: bytes, found: dict[int, TcpSocket], seq: Optional[int] = No
             return True
         if kind == NLMSG_ERROR:
             raise _error(what)
-        if isinstance(what, TcpSocket) and what.inode:
+        if isinstance(what, TcpSocket) and what.inode and (
+                wanted is None or what.inode in wanted):
             found[what.inode] = what
     return False
 
@@ -182,15 +185,17 @@ class Netlink:
         self._seq = self._seq % 0xFFFFFFFF + 1
         return self._seq
 
-    def dump(self, family: int) -> dict[int, TcpSocket]:
+    def dump(self, family: int,
+             wanted: Optional[Container[int]] = None) -> dict[int, TcpSocket]:
         """{inode: socket} for every TCP socket of FAMILY a process holds, in this
-        network namespace (one walk of the whole hash table)."""
+        network namespace (one walk of the whole hash table), or only for the inodes in
+        WANTED: on a host of 10,000 sockets, keeping them all held ~2 MiB for good."""
         sock, seq = self._socket(), self._next_seq()
         sock.send(_dump_request(family, seq))
         _count("dumps")
         found: dict[int, TcpSocket] = {}
         for _ in range(_MAX_MESSAGES):
-            if parse_dump(sock.recv(1 << 16), found, seq):
+            if parse_dump(sock.recv(1 << 16), found, seq, wanted):
                 return found
         raise SockDiagError(f"sock_diag dump of family {family} did not end")
 
@@ -334,7 +339,7 @@ class TcpTracker:
 
         def dump(family: int) -> None:
             dumped.add(family)
-            found = nl.dump(family)
+            found = nl.dump(family, known)
             for inode, k in known.items():
                 s = found.get(inode)
                 if s is not None:
