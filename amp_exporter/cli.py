@@ -1,4 +1,8 @@
-"""Command line: `amp-exporter [serve|check|textfile] [flags]` (see docs and contract)."""
+"""Command line: `amp-exporter [serve|check|textfile] [flags]` (see docs and contract).
+
+It behaves as node_exporter's does: `amp-exporter --help` lists serve's flags (serve is
+the default command), every flag shows its default, `--version` works after any command,
+and a mistake gets one line on stderr, naming the flag and what it accepts, exit 2."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import math
 import os
 import sys
 import tempfile
-from typing import Optional
+from typing import NoReturn, Optional
 
 from amp_exporter import __version__, logsetup
 from amp_exporter.host.ampcli import CHROOT_MODES, HOST_AMPCLI, chroot_plan
@@ -19,66 +23,223 @@ from amp_exporter.scrape import Exporter, available, resolve_enabled
 
 DEFAULT_PORT = 9872
 COMMANDS = ("serve", "check", "textfile")
+PROG = "amp-exporter"
+# Paths the web server answers itself: --web.telemetry-path may not take them.
+RESERVED_PATHS = ("/", "/-/healthy", "/-/ready")
+# Flags that exist for one command only: an unknown flag that is one of them says where.
+ONLY_IN = {"--web.listen-address": "serve", "--web.telemetry-path": "serve",
+           "--web.config.file": "serve", "--output": "textfile"}
+# Written at build time (scripts/build-dist, a package build) beside this file; git is
+# never run at run time (a host may have none, and the tree is no checkout).
+REVISION_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "REVISION")
 log = logging.getLogger("amp_exporter")
+
+SIZE_FORM = ("a size like 512MiB, 1GiB or 1073741824 (units B, K, KB, KiB, M, MB, MiB, G, "
+             "GB, GiB, any case; K = 1024)")
 
 
 def _size(text: str) -> int:
-    """'256MiB', '1G', '1048576' -> bytes; ValueError (argparse: exit 2) for anything else."""
+    """'256MiB', '1G', '1048576' -> bytes; ArgumentTypeError (exit 2) for anything else."""
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     digits = text.strip().lower().removesuffix("ib").removesuffix("b")
     scale = 1
     if digits and digits[-1] in units:
         digits, scale = digits[:-1], units[digits[-1]]
-    number = float(digits)
+    try:
+        number = float(digits)
+    except ValueError:
+        number = math.nan
     if not math.isfinite(number) or number < 0 or number * scale > 1 << 62:
-        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r}")
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {SIZE_FORM}")
     return int(number * scale)
 
 
-def _number(kind, allow_zero: bool = False):
-    """A flag's number: finite (no nan, no inf) and positive, or also 0 where allowed."""
+def _number(kind, what: str = "a number", allow_zero: bool = False):
+    """A flag's number: finite (no nan, no inf) and positive, or also 0 where allowed.
+    WHAT names it in the error: 'a number of seconds' -> 'expected a number of seconds > 0'."""
     def parse(text: str):
-        value = kind(text)
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
         if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
             raise argparse.ArgumentTypeError(
-                f"must be a finite number {'>= 0' if allow_zero else '> 0'}, got {text}")
+                f"invalid value {text!r}: expected {what} {'>= 0' if allow_zero else '> 0'}")
         return value
-    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
+    parse.__name__ = kind.__name__
     return parse
+
+
+SECONDS = "a number of seconds"
+
+
+def _telemetry_path(text: str) -> str:
+    """--web.telemetry-path: an absolute URL path that is none of the server's own pages."""
+    if not text.startswith("/") or any(c in text for c in "?# \t\r\n"):
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: expected a URL path starting with /, e.g. /metrics")
+    if text in RESERVED_PATHS:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: expected a path other than {', '.join(RESERVED_PATHS)} "
+            "(the exporter's own pages), e.g. /metrics")
+    return text
+
+
+def revision() -> str:
+    """The git revision the build was made from, as written at build time, or 'unknown'."""
+    try:
+        with open(REVISION_FILE, encoding="ascii") as f:
+            text = f.read(64).strip().split()[0]
+    except (OSError, ValueError, IndexError):
+        return "unknown"
+    return text if text.isalnum() else "unknown"
+
+
+def version_text() -> str:
+    """As node_exporter's --version: name, version and revision, then how it runs."""
+    return (f"{PROG}, version {__version__} (revision: {revision()})\n"
+            f"  python version: {sys.version.split()[0]} ({sys.executable})\n"
+            f"  platform: {sys.platform}/{os.uname().machine}\n")
+
+
+class _Version(argparse.Action):
+    """--version: argparse's own re-wraps the text into one paragraph."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="print the version, the Python it runs on and the platform, and exit"):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        sys.stdout.write(version_text())
+        sys.stdout.flush()
+        parser.exit(0)
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Every flag's help ends with its default, as node_exporter's does."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=34)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or text is argparse.SUPPRESS or "(default" in text
+                or action.required or isinstance(action, (argparse._HelpAction, _Version))):
+            return text
+        return f"{text} (default {_shown(action.default).replace('%', '%%')})"
+
+
+class Parser(argparse.ArgumentParser):
+    """One line on stderr for any mistake (no usage dump), and a hint for unknown flags."""
+
+    commands: dict
+
+    def fail(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message}\n(see {self.prog} --help)\n")
+
+    def error(self, message: str) -> NoReturn:
+        import re
+
+        found = re.match(r"argument (\S+): (.*)", message, re.S)
+        if found:
+            name, rest = found[1].split("/")[0], found[2]
+            choice = re.match(r"invalid choice: (.*) \(choose from (.*)\)$", rest, re.S)
+            if choice:
+                rest = (f"invalid value {choice[1]}: expected one of "
+                        f"{choice[2].replace(chr(39), '')}")
+            elif rest == "expected one argument":
+                rest = "expected a value"
+            elif rest.startswith("ignored explicit argument "):
+                rest = f"takes no value, got {rest.rpartition(' ')[2]}"
+            message = f"{name}: {rest}"
+        self.fail(" ".join(message.split()))
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.unknown(extras[0], namespace)
+        return namespace
+
+    def unknown(self, word: str, namespace=None) -> NoReturn:
+        """An argument no flag took: name the nearest flag (or command)."""
+        import difflib
+
+        parser = self
+        command = getattr(namespace, "command", None)
+        if getattr(self, "commands", None) and command in self.commands:
+            parser = self.commands[command]  # parsed through the top-level parser
+        if not word.startswith("-") or word == "-":
+            hint = ""
+            if word in COMMANDS:
+                hint = f": the command comes first, as in '{PROG} {word} [flags]'"
+            else:
+                near = difflib.get_close_matches(word, COMMANDS, n=1)
+                if near:
+                    hint = f", did you mean the command '{near[0]}' (it comes first)?"
+            parser.fail(f"unexpected argument {word!r}{hint}")
+        flag = word.split("=", 1)[0]
+        if flag in ONLY_IN:
+            parser.fail(f"unknown flag {flag!r} for {parser.prog}: it is a flag of "
+                        f"'{PROG} {ONLY_IN[flag]}'")
+        near = difflib.get_close_matches(flag, list(parser._option_string_actions), n=1)
+        parser.fail(f"unknown flag {flag!r}" + (f", did you mean {near[0]!r}?" if near else ""))
+
+
+def unknown_command(word: str) -> NoReturn:
+    import difflib
+
+    near = difflib.get_close_matches(word, COMMANDS, n=1)
+    hint = f", did you mean {near[0]!r}?" if near else f" (commands: {', '.join(COMMANDS)})"
+    sys.stderr.write(f"{PROG}: error: unknown command {word!r}{hint}\n(see {PROG} --help)\n")
+    raise SystemExit(2)
 
 
 def common_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("host")
     g.add_argument("--path.rootfs", dest="rootfs", default="/", metavar="DIR",
-                   help="read every host file under DIR (default /)")
+                   help="read every host file (etc, opt, var/log, lib/modules, ...) under DIR")
     g.add_argument("--path.procfs", dest="procfs", metavar="DIR",
                    help="proc filesystem (default ROOTFS/proc)")
     g.add_argument("--path.sysfs", dest="sysfs", metavar="DIR",
                    help="sys filesystem (default ROOTFS/sys)")
     g = p.add_argument_group("ampcli")
     g.add_argument("--ampcli.path", dest="ampcli_path", metavar="PATH",
-                   help="the connector's CLI (default ROOTFS/opt/cisco/amp/bin/ampcli)")
+                   help="the connector's CLI, run as 'ampcli status' "
+                        "(default ROOTFS/opt/cisco/amp/bin/ampcli)")
     g.add_argument("--ampcli.chroot", dest="ampcli_chroot", choices=CHROOT_MODES,
                    default="auto",
                    help="run ampcli in the host root, chrooted into ROOTFS (needs "
                         "CAP_SYS_CHROOT): auto when --path.rootfs is not / and ampcli lies "
                         "under it (unless that root lacks the interpreter or loader ampcli "
                         "needs, as an example tree does), always, or never (default auto)")
-    g.add_argument("--ampcli.timeout", dest="ampcli_timeout", type=_number(float), default=5.0,
-                   metavar="SECONDS", help="kill ampcli after this long (default 5)")
-    g.add_argument("--ampcli.cache", dest="ampcli_cache", type=_number(float, allow_zero=True),
+    g.add_argument("--ampcli.timeout", dest="ampcli_timeout", type=_number(float, SECONDS),
                    default=5.0, metavar="SECONDS",
-                   help="reuse an ampcli answer for this long across scrapes (default 5)")
+                   help="kill ampcli after this long; the scrape still answers")
+    g.add_argument("--ampcli.cache", dest="ampcli_cache",
+                   type=_number(float, SECONDS, allow_zero=True), default=5.0, metavar="SECONDS",
+                   help="reuse an ampcli answer for this long across scrapes; 0: never")
     g = p.add_argument_group("checks")
-    g.add_argument("--check.scan-restarts", dest="scan_restarts", type=_number(int),
-                   default=3, metavar="N",
-                   help="fault 6 cause: scan service restarts in the window (default 3)")
-    g.add_argument("--check.scan-restart-window", dest="scan_window", type=_number(float),
-                   default=600.0, metavar="SECONDS", help="window for restarts (default 600)")
+    g.add_argument("--check.scan-restarts", dest="scan_restarts",
+                   type=_number(int, "a whole number"), default=3, metavar="N",
+                   help="fault 6 cause: this many scan service restarts in the window")
+    g.add_argument("--check.scan-restart-window", dest="scan_window",
+                   type=_number(float, SECONDS), default=600.0, metavar="SECONDS",
+                   help="window for --check.scan-restarts")
     g.add_argument("--check.min-available-memory", dest="min_memory", type=_size,
                    default="256MiB", metavar="SIZE",
-                   help="fault 7 cause: MemAvailable below this (default 256MiB)")
+                   help="fault 7 cause: MemAvailable below this; SIZE as 512MiB, 1GiB or "
+                        "a number of bytes")
     g.add_argument("--check.supported-kernels", dest="supported_kernels", action="append",
                    default=[], metavar="GLOBS",
                    help="fault 16 cause: comma-separated kernel release globs the connector "
@@ -89,26 +250,29 @@ def common_flags() -> argparse.ArgumentParser:
                         "(default opt/cisco/amp/clamav/*.cvd and similar)")
     g = p.add_argument_group("events (fault 18)")
     g.add_argument("--events.source", dest="events_source", choices=["auto", "ebpf", "procfs"],
-                   default="auto", help="auto: eBPF where the host allows it, else procfs")
+                   default="auto", help="where event counts come from: auto (eBPF where the "
+                   "host allows it, else procfs), ebpf or procfs")
     g.add_argument("--events.python", dest="events_python", default="auto",
                    metavar="PATH", help="Python that runs the eBPF loader; must import bcc "
                    "(default auto: the first that does of this Python, "
                    "/usr/libexec/platform-python, /usr/bin/python3, /usr/bin/python3.N newest "
                    "first, /usr/local/bin/python3; searched in the background at start-up)")
-    g.add_argument("--events.load-timeout", dest="events_load_timeout", type=_number(float),
-                   default=60.0, metavar="SECONDS", help="give up loading eBPF after this long")
-    g.add_argument("--events.window", dest="events_window", type=_number(float),
+    g.add_argument("--events.load-timeout", dest="events_load_timeout",
+                   type=_number(float, SECONDS), default=60.0, metavar="SECONDS",
+                   help="give up loading eBPF after this long, then count from procfs")
+    g.add_argument("--events.window", dest="events_window", type=_number(float, SECONDS),
                    default=15.0, metavar="SECONDS",
-                   help="window for event rates and top processes (default 15)")
-    g.add_argument("--events.capacity", dest="events_capacity", type=_number(float),
-                   default=100_000.0, metavar="PER_SECOND",
+                   help="window for event rates and top processes")
+    g.add_argument("--events.capacity", dest="events_capacity",
+                   type=_number(float, "a number of events per second"), default=100_000.0,
+                   metavar="PER_SECOND",
                    help="events per second the connector absorbs; pressure 1 = at capacity")
     g.add_argument("--events.pressure-threshold", dest="events_threshold",
                    type=_number(float), default=1.0, metavar="RATIO",
-                   help="fault 18 cause: pressure at or above this ... (default 1.0)")
+                   help="fault 18 cause: pressure at or above this ...")
     g.add_argument("--events.pressure-for", dest="events_for",
-                   type=_number(float, allow_zero=True), default=120.0,
-                   metavar="SECONDS", help="... for this long (default 120)")
+                   type=_number(float, SECONDS, allow_zero=True), default=120.0,
+                   metavar="SECONDS", help="... for this long")
     g = p.add_argument_group("collectors")
     for name, cls in available().items():
         g.add_argument(f"--collector.{name}", dest=f"collector_{name}", default=None,
@@ -118,32 +282,60 @@ def common_flags() -> argparse.ArgumentParser:
                    help="start from no collector; only --collector.NAME ones run")
     g = p.add_argument_group("logging")
     g.add_argument("--log.level", dest="log_level", choices=list(logsetup.LEVELS),
-                   default="info")
+                   default="info", help="only log messages of this level or above")
     g.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"],
-                   default="logfmt")
+                   default="logfmt", help="output format of log messages")
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+SERVE_USAGE = f"""{PROG} [serve] [flags]                  serve /metrics (the default command)
+       {PROG} check [flags]                    diagnose this host
+       {PROG} textfile --output PATH [flags]   write one exposition"""
+DESCRIPTION = "Prometheus exporter for the Cisco Secure Endpoint Linux connector."
+EPILOG = (f"These are serve's flags. '{PROG} check --help' and '{PROG} textfile --help'\n"
+          "list those of check and textfile (the same, without the web ones).")
+
+
+def build_parser() -> Parser:
+    """The top-level parser, with serve, check and textfile as subparsers; main() parses
+    with the command's own parser (build_parser().commands[NAME])."""
     common = common_flags()
-    parser = argparse.ArgumentParser(
-        prog="amp-exporter",
-        description="Prometheus exporter for the Cisco Secure Endpoint Linux connector.",
-    )
-    parser.add_argument("--version", action="version", version=f"amp-exporter {__version__}")
+    parser = Parser(prog=PROG, description=DESCRIPTION, usage=SERVE_USAGE, epilog=EPILOG,
+                    formatter_class=_Formatter)
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="{serve,check,textfile}")
-    serve = sub.add_parser("serve", parents=[common], help="serve /metrics (default)")
-    serve.add_argument("--web.listen-address", dest="listen", default=f":{DEFAULT_PORT}",
-                       metavar="HOST:PORT", help=f"default :{DEFAULT_PORT}")
-    serve.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics")
-    serve.add_argument("--web.config.file", dest="web_config", metavar="FILE",
-                       help="TLS and basic auth (exporter-toolkit format)")
-    sub.add_parser("check", parents=[common],
-                   help="diagnose this host; exit 0 healthy, 1 fault or cause found")
-    textfile = sub.add_parser("textfile", parents=[common],
-                              help="write one exposition atomically (for node_exporter)")
+    serve = sub.add_parser("serve", parents=[common], help="serve /metrics (default)",
+                           prog=PROG, usage=SERVE_USAGE, description=DESCRIPTION,
+                           epilog=EPILOG, formatter_class=_Formatter)
+    g = serve.add_argument_group("web")
+    g.add_argument("--web.listen-address", dest="listen", default=f":{DEFAULT_PORT}",
+                   metavar="HOST:PORT", help="address to listen on for /metrics")
+    g.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
+                   type=_telemetry_path, metavar="PATH",
+                   help="path under which to expose metrics; not /, /-/healthy or /-/ready")
+    g.add_argument("--web.config.file", dest="web_config", metavar="FILE",
+                   help="TLS and basic auth, exporter-toolkit format")
+    check = sub.add_parser(
+        "check", parents=[common], prog=f"{PROG} check", formatter_class=_Formatter,
+        help="diagnose this host; exit 0 healthy, 1 fault or cause found",
+        description="Human-readable diagnosis of this host. Exit 0: healthy; 1: a fault is "
+                    "active or a cause\nis found; 2: a usage error.",
+        epilog=f"'{PROG} --help' lists serve's flags (serve is the default command).")
+    textfile = sub.add_parser(
+        "textfile", parents=[common], prog=f"{PROG} textfile", formatter_class=_Formatter,
+        usage=f"{PROG} textfile --output PATH [flags]",
+        help="write one exposition atomically (for node_exporter)",
+        description="Write one exposition atomically, for node_exporter's textfile "
+                    "collector or cron.",
+        epilog=f"'{PROG} --help' lists serve's flags (serve is the default command).")
     textfile.add_argument("--output", required=True, metavar="PATH",
-                          help="file to write, or - for stdout")
+                          help="file to write (written beside it, then renamed), or - for "
+                               "stdout")
+    check.usage = f"{PROG} check [flags]"
+    parser.commands = {"serve": serve, "check": check, "textfile": textfile}
+    for name, command in parser.commands.items():
+        command.add_argument("--version", action=_Version)
+        command.set_defaults(command=name)
     return parser
 
 
@@ -256,9 +448,12 @@ def write_atomically(path: str, data: bytes) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
-        argv.insert(0, "serve")
-    parser = build_parser()
+    command = "serve"
+    if argv and argv[0] in COMMANDS:
+        command = argv.pop(0)
+    elif argv and not argv[0].startswith("-"):
+        unknown_command(argv[0])
+    parser = build_parser().commands[command]
     args = parser.parse_args(argv)
     logsetup.setup(args.log_level, args.log_format)
     if not os.path.isdir(args.rootfs):

@@ -181,7 +181,7 @@ def test_console_script_is_installed():
     exe = shutil.which("amp-exporter", path=os.path.dirname(sys.executable))
     assert exe, "pip install -e . should provide the amp-exporter command"
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0 and out.stdout.startswith("amp-exporter ")
+    assert out.returncode == 0 and out.stdout.startswith("amp-exporter, version ")
 
 
 def test_gzip_when_asked_and_plain_otherwise(hosts, server):
