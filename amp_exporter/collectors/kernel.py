@@ -1,5 +1,6 @@
-"""Faults 8, 9, 11 and 16: kernel modules per subsystem, Secure Boot, headers, BTF,
-supported kernels; how the connector monitors each subsystem (machinery.py)."""
+"""Faults 8, 9, 11 and 16: the running kernel's release, kernel modules per subsystem,
+Secure Boot, headers, BTF, supported kernels; how the connector monitors each subsystem
+(machinery.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ REPORTED_MODULES = machinery.CONNECTOR_MODULES
 
 
 NAME = "kernel"
+KERNEL_INFO = gauge(NAME, "cisco_amp_kernel_info",
+                    "The running kernel's release, from proc/sys/kernel/osrelease (always 1; "
+                    "faults 11 and 16 hinge on it). Absent when the release cannot be read: "
+                    "the kernel collector then fails (amp_exporter_scrape_collector_success "
+                    "0).", ("release",))
 MODULE_LOADED = gauge(NAME, "cisco_amp_kernel_module_loaded",
                       "1 when the connector's kernel module is loaded (proc/modules): ampfsm "
                       "and ampavflt (on redirfs) watch files, ampnetworkflow the network.",
@@ -44,8 +50,8 @@ GENERATIONS = ("ebpf_core", "ebpf_headers", "kernel_modules")
 @register
 class KernelCollector(CauseCollector):
     name = NAME
-    help = ("Fault 8, 9, 11, 16 causes; connector kernel modules, BTF, Secure Boot, headers, "
-            "the machinery of each monitoring subsystem.")
+    help = ("Fault 8, 9, 11, 16 causes; the running kernel's release, connector kernel "
+            "modules, BTF, Secure Boot, headers, the machinery of each monitoring subsystem.")
     fault_ids = (8, 9, 11, 16)
 
     def read(self):
@@ -57,6 +63,7 @@ class KernelCollector(CauseCollector):
         for module in REPORTED_MODULES:
             loaded.add_metric([module], 1.0 if module in modules else 0.0)
         families = [
+            KERNEL_INFO.single(1, release),
             loaded,
             BTF.single(btf),
             HEADERS.single(linux.headers_installed(self.paths, release)),
