@@ -1,6 +1,7 @@
 """The scrape loop: run every enabled collector, time it, turn a failing one into
 `amp_exporter_scrape_collector_success 0` (and an error count by reason) instead of a
-failed scrape, and add what needs no collector (build info, the catalog's titles).
+failed scrape, and add what needs no collector (build info, the catalog's titles, and in
+`serve` the exporter process's own process_* metrics).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from collections.abc import Iterable, Iterator
 from typing import Optional
 
 from amp_exporter.exposition import Family
+from amp_exporter.host.self import SelfProcess
 from amp_exporter.registry import (
     ERROR_REASONS,
     Collector,
     CollectorError,
+    Desc,
     Settings,
     SharedState,
     counter,
@@ -50,6 +53,26 @@ TEXTFILE_WRITTEN = gauge("", "amp_exporter_textfile_write_timestamp_seconds",
 FAULT_INFO = gauge("", "cisco_amp_fault_info",
                    "The catalog's title of each known fault (always 1).", ("fault_id", "title"))
 
+# The exporter process itself, under the names and meanings every Prometheus client gives
+# them (client_golang's and client_python's process collector), so the usual queries and
+# dashboards for an exporter's own health work unchanged. `serve` only: a `textfile` run
+# lives for a moment, and its process_* would clash in node_exporter's scrape with
+# node_exporter's own. Declared outside registry.DESCS, whose names are all ours
+# (cisco_amp_*, amp_exporter_*): PROCESS_DESCS lists them for the docs.
+PROCESS_CPU = Desc("process_cpu_seconds", "counter",
+                   "Total user and system CPU time spent in seconds.")
+PROCESS_RESIDENT = Desc("process_resident_memory_bytes", "gauge",
+                        "Resident memory size in bytes.")
+PROCESS_VIRTUAL = Desc("process_virtual_memory_bytes", "gauge",
+                       "Virtual memory size in bytes.")
+PROCESS_START = Desc("process_start_time_seconds", "gauge",
+                     "Start time of the process since unix epoch in seconds.")
+PROCESS_OPEN_FDS = Desc("process_open_fds", "gauge", "Number of open file descriptors.")
+PROCESS_MAX_FDS = Desc("process_max_fds", "gauge",
+                       "Maximum number of open file descriptors.")
+PROCESS_DESCS = (PROCESS_CPU, PROCESS_OPEN_FDS, PROCESS_MAX_FDS, PROCESS_RESIDENT,
+                 PROCESS_START, PROCESS_VIRTUAL)
+
 
 class Exporter:
     """Runs every enabled collector per scrape, and adds what needs no collector."""
@@ -66,6 +89,13 @@ class Exporter:
         for c in self.collectors:
             for reason in ERROR_REASONS:
                 self._errors[(c.name, reason)] = 0
+        self.own_process: Optional[SelfProcess] = None
+        if not settings.one_shot:
+            try:
+                self.own_process = SelfProcess()
+            except (OSError, ValueError) as exc:  # no /proc of our own (it is not mounted)
+                log.warning("no process_* metrics: cannot read our own /proc",
+                            extra={"err": str(exc)})
 
     def run_collector(self, collector: Collector) -> tuple[list[Family], bool, float]:
         start = time.perf_counter()
@@ -111,6 +141,7 @@ class Exporter:
                     merged[family.name] = family
         yield from merged.values()
         yield from static_families()
+        yield from self.process_families()
         yield success
         yield duration
         errors = ERRORS.family()
@@ -118,6 +149,24 @@ class Exporter:
             for (name, reason), count in sorted(self._errors.items()):
                 errors.add_metric([name, reason], count)
         yield errors
+
+    def process_families(self) -> list[Family]:
+        """process_* of this process (serve only); none when /proc/self cannot be read."""
+        if self.own_process is None:
+            return []
+        try:
+            now = self.own_process.sample()
+        except (OSError, ValueError) as exc:
+            log.debug("no process_* metrics this scrape", extra={"err": str(exc)})
+            return []
+        families = [PROCESS_CPU.single(now.cpu_seconds),
+                    PROCESS_OPEN_FDS.single(now.open_fds)]
+        if now.max_fds is not None:
+            families.append(PROCESS_MAX_FDS.single(now.max_fds))
+        families += [PROCESS_RESIDENT.single(now.resident_bytes),
+                     PROCESS_START.single(now.start_time_seconds),
+                     PROCESS_VIRTUAL.single(now.virtual_bytes)]
+        return families
 
     def close(self) -> None:
         for c in self.collectors:
