@@ -1,4 +1,4 @@
-"""The HTTP side of `serve`: /metrics, a landing page, health endpoints, clean shutdown,
+"""The HTTP side of `serve`: /metrics, a status page, health endpoints, clean shutdown,
 and `--web.config.file` (TLS, basic auth, response headers: see webconfig.py, imported only
 when a web config is given, so a plain server loads neither ssl nor yaml).
 
@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Optional
 from urllib.parse import unquote
 
-from amp_exporter import __version__
 from amp_exporter.exposition import CONTENT_TYPE, render
 from amp_exporter.scrape import Exporter
 
@@ -43,16 +42,6 @@ if TYPE_CHECKING:
     from amp_exporter import webconfig
 
 log = logging.getLogger("amp_exporter")
-
-LANDING = """<!DOCTYPE html>
-<html><head><title>amp-exporter</title></head>
-<body><h1>amp-exporter {version}</h1>
-<p>Prometheus exporter for the Cisco Secure Endpoint Linux connector.</p>
-<ul><li><a href="{path}">{path}</a>: metrics</li>
-<li><a href="/-/healthy">/-/healthy</a>: the process answers</li>
-<li><a href="/-/ready">/-/ready</a>: ready to serve scrapes</li></ul>
-<p>Collectors: {collectors}</p></body></html>
-"""
 
 # A TLS client has this long to finish its handshake, an HTTP client to send a request head.
 HANDSHAKE_TIMEOUT = 10.0
@@ -545,8 +534,7 @@ def metrics_app(exporter: Exporter) -> WSGIApp:
 
 def make_app(exporter: Exporter, telemetry_path: str) -> WSGIApp:
     metrics = metrics_app(exporter)
-    landing = LANDING.format(version=__version__, path=telemetry_path,
-                             collectors=", ".join(c.name for c in exporter.collectors)).encode()
+    started = time.time()  # the page's uptime when /proc/self cannot say
 
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
@@ -555,9 +543,14 @@ def make_app(exporter: Exporter, telemetry_path: str) -> WSGIApp:
         if path in ("/-/healthy", "/-/ready"):
             start_response("200 OK", [("Content-Type", TEXT)])
             return [b"OK\n"]
-        if path == "/":
-            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
-            return [landing]
+        if path == "/":  # the status page: one collection, bounded as a scrape is
+            # Imported at the first visit: a server only scraped never loads it (nor html).
+            from amp_exporter import statuspage
+
+            page = statuspage.page(exporter, telemetry_path, started)
+            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+                                      ("Cache-Control", "no-store")])
+            return [page]
         start_response("404 Not Found", [("Content-Type", TEXT)])
         return [b"Not Found\n"]
 

@@ -20,8 +20,8 @@ LAYERS = [
     {"amp_exporter.registry", "amp_exporter.causes"},
     {"amp_exporter.collectors"},  # and amp_exporter.collectors.*
     {"amp_exporter.scrape"},
-    {"amp_exporter.check", "amp_exporter.web", "amp_exporter.webconfig", "amp_exporter.docs",
-     "amp_exporter.cli", "amp_exporter.__main__"},
+    {"amp_exporter.check", "amp_exporter.statuspage", "amp_exporter.web",
+     "amp_exporter.webconfig", "amp_exporter.docs", "amp_exporter.cli", "amp_exporter.__main__"},
 ]
 MONITORING = "amp_exporter.monitoring"  # generated alerts and dashboards: on the catalog only
 
