@@ -20,6 +20,11 @@ DEFS_VERSION = gauge(NAME, "cisco_amp_definitions_version",
                      "name).", ("database",))
 DEFS_BUILT = gauge(NAME, "cisco_amp_definitions_build_timestamp_seconds",
                    "Build time from each definitions file's header, by database.", ("database",))
+DEFS_UPDATED = gauge(
+    NAME, "cisco_amp_definitions_updated_timestamp_seconds",
+    "When each definitions file was last updated, by database: the build time from its ClamAV "
+    "header when the header has one, else the file's modification time (a valid file only). "
+    "Its age is time() minus this.", ("database",))
 DEFS_VALID = gauge(NAME, "cisco_amp_definitions_valid",
                    "1 when the definitions file has a complete ClamAV header and a body.",
                    ("database",))
@@ -70,10 +75,11 @@ class ScanServiceCollector(CauseCollector):
         patterns = self.settings.definitions_glob or connector_files.DEFAULT_DEFINITIONS_GLOBS
         files = connector_files.definitions_files(self.paths, patterns)
         version, built, valid = DEFS_VERSION.family(), DEFS_BUILT.family(), DEFS_VALID.family()
+        updated = DEFS_UPDATED.family()
         invalid: list[str] = []
         with self._cvd_lock:
             for path in files:
-                problem, header = self._check_file(path)
+                problem, header, mtime = self._check_file(path)
                 database = os.path.basename(path)
                 valid.add_metric([database], 0.0 if problem else 1.0)
                 if problem:
@@ -82,21 +88,25 @@ class ScanServiceCollector(CauseCollector):
                     version.add_metric([database], header["version"])
                 if "built" in header:
                     built.add_metric([database], header["built"])
+                    updated.add_metric([database], header["built"])
+                elif not problem and mtime is not None:
+                    updated.add_metric([database], mtime)
             for gone in set(self._cvd_cache) - set(files):
                 del self._cvd_cache[gone]
-        return [version, built, valid], invalid
+        return [version, built, updated, valid], invalid
 
-    def _check_file(self, path: str) -> tuple[Optional[str], dict]:
+    def _check_file(self, path: str) -> tuple[Optional[str], dict, Optional[float]]:
+        """(what is wrong with PATH or None, its header's fields, its mtime)."""
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            return "vanished", {}
+            return "vanished", {}, None
         except OSError as exc:
             raise host_error(exc, "reading definitions") from exc
         key = (st.st_size, st.st_mtime)
         cached = self._cvd_cache.get(path)
         if cached and cached[0] == key:
-            return cached[1], cached[2]
+            return cached[1], cached[2], st.st_mtime
         try:
             with open_host_file(path) as f:
                 head = f.read(connector_files.CVD_HEADER_SIZE)
@@ -105,4 +115,4 @@ class ScanServiceCollector(CauseCollector):
         problem = connector_files.check_cvd_header(head, st.st_size)
         header = connector_files.parse_cvd_header(head) if problem != "truncated" else {}
         self._cvd_cache[path] = (key, problem, header)
-        return problem, header
+        return problem, header, st.st_mtime
