@@ -8,7 +8,8 @@ import re
 import pytest
 from conftest import REPO
 
-from amp_exporter.monitoring import dashboards
+from amp_exporter.catalog import FAULTS
+from amp_exporter.monitoring import alerts, dashboards
 from amp_exporter.monitoring.config import FLEET_DASHBOARD_UID, HOST_DASHBOARD_UID
 
 BOARDS = {dashboards.FLEET_FILE: FLEET_DASHBOARD_UID, dashboards.HOST_FILE: HOST_DASHBOARD_UID}
@@ -54,6 +55,9 @@ def test_panels_ids_grid_and_targets(board):
         occupied |= cells
         assert p["title"]
         if p["type"] == "row":
+            continue
+        if p["type"] == "text":  # the fault runbook links: no query
+            assert p["options"]["mode"] == "markdown" and p["options"]["content"]
             continue
         assert p["type"] in ("stat", "timeseries", "table", "bargauge")
         assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
@@ -107,6 +111,36 @@ def test_fleet_dashboard_reads_recording_rules():
     exprs = " ".join(t["expr"] for p in dashboards.fleet()["panels"] for t in p.get("targets", []))
     used = [name for name in recording_names() if name in exprs]
     assert len(used) >= 8, used
+
+
+def test_every_panel_says_what_it_shows(board):
+    _, data = board
+    missing = [p["title"] for p in data["panels"]
+               if p["type"] != "row" and not p.get("description", "").strip()]
+    assert not missing
+
+
+def test_fleet_host_tables_link_each_row_to_the_host_dashboard():
+    tables = [p for p in dashboards.fleet()["panels"] if p["type"] == "table"]
+    assert tables
+    for p in tables:
+        links = [link for o in p["fieldConfig"]["overrides"]
+                 if o["matcher"] == {"id": "byName", "options": "instance"}
+                 for prop in o["properties"] if prop["id"] == "links" for link in prop["value"]]
+        assert len(links) == 1, p["title"]
+        url = links[0]["url"]
+        assert url.startswith(f"/d/{HOST_DASHBOARD_UID}?"), url
+        assert "var-instance=${__data.fields.instance}" in url and "var-job=${job}" in url
+
+
+def test_each_fault_links_its_runbook(board):
+    _, data = board
+    text = " ".join(p["options"]["content"] for p in data["panels"] if p["type"] == "text")
+    for fault in FAULTS:
+        url = alerts.runbook_url(alerts.fault_alert_name(fault))
+        assert f"[{fault.title}]({url})" in text, fault.id
+        page = REPO / "docs/runbooks" / url.rsplit("/", 1)[1]
+        assert page.is_file(), page
 
 
 def test_links_point_at_each_other():

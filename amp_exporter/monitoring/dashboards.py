@@ -82,11 +82,10 @@ def panel(kind: str, title: str, targets: list[dict], description: str = "",
     if thresholds:
         defaults["thresholds"] = {"mode": "absolute", "steps": thresholds}
         defaults["color"] = {"mode": "thresholds"}
+    assert description, f"panel {title!r} needs a description"
     p: Panel = {"type": kind, "title": title, "datasource": DATASOURCE, "targets": targets,
                 "fieldConfig": {"defaults": defaults, "overrides": []},
-                "options": options or {}}
-    if description:
-        p["description"] = description
+                "options": options or {}, "description": description}
     if transformations:
         p["transformations"] = transformations
     return p
@@ -110,6 +109,35 @@ def _table_hide(*names: str, merge: bool = False) -> list[dict]:
     """Table transformations: merge the queries' frames (when MERGE), hide NAMES."""
     hide = [{"id": "organize", "options": {"excludeByName": dict.fromkeys(names, True)}}]
     return [{"id": "merge", "options": {}}, *hide] if merge else hide
+
+
+def host_link(panel_: Panel) -> Panel:
+    """PANEL (a table with an instance column) with each row's instance linked to the host
+    dashboard, keeping the data source, job and time range."""
+    panel_["fieldConfig"]["overrides"].append({
+        "matcher": {"id": "byName", "options": "instance"},
+        "properties": [{"id": "links", "value": [{
+            "title": "Host detail for ${__data.fields.instance}",
+            "url": HOST_ROW_LINK, "targetBlank": False}]}],
+    })
+    return panel_
+
+
+HOST_ROW_LINK = (f"/d/{HOST_DASHBOARD_UID}?var-datasource=${{datasource}}&var-job=${{job}}"
+                 "&var-instance=${__data.fields.instance}&${__url_time_range}")
+
+
+def fault_runbooks(config: Config) -> Panel:
+    """A text panel: every catalog fault, linked to its runbook."""
+    from amp_exporter.catalog import FAULTS
+    from amp_exporter.monitoring.alerts import fault_alert_name, runbook_url
+    lines = ["| fault | runbook |", "|---|---|"]
+    lines += [f"| {f.id} | [{f.title}]({runbook_url(fault_alert_name(f), config)}) |"
+              for f in FAULTS]
+    return {"type": "text", "title": "Fault runbooks",
+            "description": "What each catalog fault means and what to do about it: the runbook "
+            "its alert links to.",
+            "options": {"mode": "markdown", "content": "\n".join(lines) + "\n"}}
 
 
 def _variables(config: Config) -> dict:
@@ -206,7 +234,7 @@ def fleet(config: Config = DEFAULT) -> dict:
                 "Each host counted once, at the severity of its worst fault." + JOB_WIDE),
           8, 8)
     L.row("Hosts")
-    L.add(panel("table", "Active faults by host",
+    L.add(host_link(panel("table", "Active faults by host",
                 [target(f"(cisco_amp_fault_active{{{JI}}} == 1) * on (job, instance, fault_id) "
                         f"group_left (title) cisco_amp_fault_info{{{JI}}}", table=True,
                         ref="A"),
@@ -215,31 +243,32 @@ def fleet(config: Config = DEFAULT) -> dict:
                 "severity.",
                 mappings=SEVERITY_TEXT,
                 transformations=_table_hide("Time", "__name__", "job", "Value #A",
-                                            merge=True)), 16, 9)
+                                            merge=True))), 16, 9)
     L.add(panel("bargauge", "Connector versions",
                 [target(f"sum by (version) (job:cisco_amp_connector_version:count{{{J}}})",
                         "{{version}}", instant=True)],
                 "Hosts per connector version." + JOB_WIDE, options={"displayMode": "basic"}),
           8, 9)
-    L.add(panel("table", "Unknown faults",
+    L.add(host_link(panel("table", "Unknown faults",
                 [target(f"cisco_amp_fault_active{{{JI},fault_id!~\"{_known()}\"}} == 1",
                         table=True)],
                 "Fault IDs the connector reports that amp-exporter's catalog does not know.",
-                transformations=_table_hide("Time", "__name__", "Value")), 8, 6)
-    L.add(panel("table", "Connectors that cannot protect",
+                transformations=_table_hide("Time", "__name__", "Value"))), 8, 6)
+    L.add(host_link(panel("table", "Connectors that cannot protect",
                 [target(f'cisco_amp_connector_state{{{JI},state!~"answering|not_installed"}} '
                         "== 1", table=True)],
                 "Hosts whose connector daemon is not running (daemon_not_running), does not "
                 "answer ampcli (not_answering), or cannot be asked by amp-exporter (unknown).",
-                transformations=_table_hide("Time", "__name__", "Value")), 8, 6)
-    L.add(panel("table", "Disconnected hosts",
+                transformations=_table_hide("Time", "__name__", "Value"))), 8, 6)
+    L.add(host_link(panel("table", "Disconnected hosts",
                 [target(f"cisco_amp_connector_connected{{{JI}}} == 0", table=True)],
                 "Connectors not connected to the Cisco cloud.",
-                transformations=_table_hide("Time", "__name__", "Value")), 8, 6)
-    L.add(panel("table", "Failing collectors",
+                transformations=_table_hide("Time", "__name__", "Value"))), 8, 6)
+    L.add(host_link(panel("table", "Failing collectors",
                 [target(f"amp_exporter_scrape_collector_success{{{JI}}} == 0", table=True)],
                 "amp-exporter collectors that could not run: their checks are blind.",
-                transformations=_table_hide("Time", "__name__", "Value")), 8, 6)
+                transformations=_table_hide("Time", "__name__", "Value"))), 8, 6)
+    L.add(fault_runbooks(config), 8, 9)
     L.row("Events")
     L.add(panel("bargauge", "Top event pressure",
                 [target(f"topk(10, cisco_amp_event_pressure_ratio{{{JI}}})", "{{instance}}",
@@ -269,15 +298,22 @@ def _known() -> str:
 def host(config: Config = DEFAULT) -> dict:
     L = Layout()
     L.row("Status")
-    for title, expr, steps, mappings in (
-        ("Exporter up", f"up{{{JI}}}", BAD_OK, YES_NO),
-        ("Connector installed", f"cisco_amp_connector_installed{{{JI}}}", BAD_OK, YES_NO),
-        ("Connected", f"cisco_amp_connector_connected{{{JI}}}", BAD_OK, YES_NO),
-        ("Degraded", f"cisco_amp_connector_degraded{{{JI}}}", OK_BAD, YES_NO),
+    for title, expr, steps, mappings, desc in (
+        ("Exporter up", f"up{{{JI}}}", BAD_OK, YES_NO,
+         "Whether Prometheus could scrape amp-exporter on the host at its last try."),
+        ("Connector installed", f"cisco_amp_connector_installed{{{JI}}}", BAD_OK, YES_NO,
+         "Whether the Cisco Secure Endpoint connector is installed (its ampdaemon exists)."),
+        ("Connected", f"cisco_amp_connector_connected{{{JI}}}", BAD_OK, YES_NO,
+         "Whether the connector is connected to the Cisco cloud (policy, definitions, "
+         "events)."),
+        ("Degraded", f"cisco_amp_connector_degraded{{{JI}}}", OK_BAD, YES_NO,
+         "Whether the connector reports a degraded mode: the faults below say why."),
         ("Worst fault severity", f"instance:cisco_amp_fault_severity:max{{{JI}}}",
-         _steps((None, "green"), (1, "yellow"), (2, "orange"), (3, "red")), SEVERITY_TEXT),
+         _steps((None, "green"), (1, "yellow"), (2, "orange"), (3, "red")), SEVERITY_TEXT,
+         "The connector's severity of the worst fault it reports (none, minor, major, "
+         "critical)."),
     ):
-        L.add(panel("stat", title, [target(expr, "{{instance}}", instant=True)],
+        L.add(panel("stat", title, [target(expr, "{{instance}}", instant=True)], desc,
                     thresholds=steps, mappings=mappings, options=STAT), 4, 4)
     L.add(panel("stat", "Connector state",
                 [target(f"cisco_amp_connector_state{{{JI}}} == 1", "{{state}}", instant=True)],
@@ -314,10 +350,12 @@ def host(config: Config = DEFAULT) -> dict:
     L.add(panel("timeseries", "Faults over time",
                 [target(f"cisco_amp_fault_severity{{{JI}}} > 0", "fault {{fault_id}}")],
                 "Connector severity of each raised fault (1 minor ... 3 critical).",
-                options={"legend": {"displayMode": "list", "placement": "bottom"}}), 24, 6)
+                options={"legend": {"displayMode": "list", "placement": "bottom"}}), 16, 9)
+    L.add(fault_runbooks(config), 8, 9)
     L.row("Processes")
     L.add(panel("timeseries", "Processes up",
-                [target(f"cisco_amp_process_up{{{JI}}}", "{{process}}")]), 8, 7)
+                [target(f"cisco_amp_process_up{{{JI}}}", "{{process}}")],
+                "1 while each connector process runs (ampdaemon, ampscansvc, ...)."), 8, 7)
     L.add(panel("timeseries", "Restarts",
                 [target(f"increase(cisco_amp_process_restarts_total{{{JI}}}[$__rate_interval])",
                         "{{process}}", "A"),
@@ -327,17 +365,22 @@ def host(config: Config = DEFAULT) -> dict:
                 "restarts)."), 8, 7)
     L.add(panel("timeseries", "CPU",
                 [target(f"sum by (process) (rate(cisco_amp_process_cpu_seconds_total{{{JI}}}"
-                        "[$__rate_interval]))", "{{process}}")], unit="percentunit"), 8, 7)
+                        "[$__rate_interval]))", "{{process}}")],
+                "CPU each connector process uses (1 = one core).", unit="percentunit"), 8, 7)
     L.add(panel("timeseries", "Resident memory",
                 [target(f"cisco_amp_process_resident_memory_bytes{{{JI}}}", "{{process}}")],
-                unit="bytes"), 8, 7)
+                "Resident memory of each connector process.", unit="bytes"), 8, 7)
     L.add(panel("timeseries", "TCP connections",
                 [target(f"sum by (process, state) (cisco_amp_tcp_connections{{{JI}}})",
-                        "{{process}} {{state}}")]), 8, 7)
+                        "{{process}} {{state}}")],
+                "TCP connections of each connector process, by state (the cloud connection "
+                "among them)."), 8, 7)
     L.add(panel("stat", "Definitions age",
                 [target(f"time() - max by (database) "
                         f"(cisco_amp_definitions_build_timestamp_seconds{{{JI}}})",
                         "{{database}}", instant=True)],
+                "Time since each definitions database was built (its ClamAV header): "
+                "daily should be hours old, main may be months old.",
                 unit="s", options={**STAT, "colorMode": "none"}), 8, 7)
     L.row("Kernel and eBPF")
     L.add(panel("stat", "Kernel modules loaded",
@@ -345,11 +388,14 @@ def host(config: Config = DEFAULT) -> dict:
                 "Only kernel-module hosts need them.", mappings=YES_NO,
                 options={**STAT, "colorMode": "none"}), 12, 5)
     L.add(panel("timeseries", "BPF programs held",
-                [target(f"cisco_amp_bpf_programs{{{JI}}}", "{{process}}")]), 12, 5)
+                [target(f"cisco_amp_bpf_programs{{{JI}}}", "{{process}}")],
+                "eBPF programs each connector process holds loaded (eBPF hosts only)."), 12, 5)
     L.row("Events")
     L.add(panel("timeseries", "Event rate by family",
                 [target(f"sum by (event) (rate(cisco_amp_host_events_total{{{JI}}}"
-                        "[$__rate_interval]))", "{{event}}")], unit="ops"), 8, 8)
+                        "[$__rate_interval]))", "{{event}}")],
+                "System events per second on the host, by family, that the connector "
+                "watches.", unit="ops"), 8, 8)
     L.add(panel("timeseries", "Event pressure",
                 [target(f"cisco_amp_event_pressure_ratio{{{JI}}}", "{{instance}}")],
                 "Event rate against the configured capacity "
@@ -373,7 +419,9 @@ def host(config: Config = DEFAULT) -> dict:
     L.add(panel("timeseries", "Collector errors",
                 [target(f"sum by (collector, reason) (increase("
                         f"amp_exporter_collector_errors_total{{{JI}}}[$__rate_interval]))",
-                        "{{collector}} {{reason}}")]), 6, 8)
+                        "{{collector}} {{reason}}")],
+                "Collector failures by collector and reason (timeout, permission, parse, "
+                "...)."), 6, 8)
     L.add(panel("stat", "Event source",
                 [target(f"amp_exporter_events_source{{{JI}}} == 1", "{{source}}",
                         instant=True),
