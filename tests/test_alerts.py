@@ -225,3 +225,41 @@ def test_alertmanager_inhibits_per_host_and_per_fault():
             "equal": ["instance"]} in rules
     critical = next(r for r in rules if r["target_matchers"] == ['severity="warning"'])
     assert critical["equal"] == ["fault_id", "instance"]
+
+
+BASE = "https://wiki.example.com/amp/runbooks/"
+
+
+@needs_promtool
+@pytest.mark.parametrize("deployment", ["exporter", "textfile"])
+def test_a_cluster_label_and_own_runbooks_give_rules_promtool_accepts(tmp_path, deployment):
+    result = run(sys.executable, "-m", "amp_exporter.monitoring", "--rules", str(tmp_path),
+                 "--deployment", deployment, "--cluster-label", "cluster",
+                 "--runbook-url-base", BASE, "--selector", 'job="amp",env="prod"')
+    assert result.returncode == 0, result.stderr
+    files = sorted(tmp_path.glob("*.yml"))
+    assert len(files) == 2
+    checked = run("promtool", "check", "rules", *map(str, files))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    groups = [g for f in files for g in yaml.safe_load(f.read_text())["groups"]]
+    rules = [r for g in groups for r in g["rules"]]
+    for rule in rules:
+        assert 'env="prod"' in rule["expr"] or "job:" in rule["expr"] \
+            or "instance:" in rule["expr"], rule["expr"]
+        for word in ("by", "on"):  # every aggregation and join keeps the cluster
+            assert f"{word} (job)" not in rule["expr"] and f"{word} (job," not in \
+                rule["expr"].replace(f"{word} (job, cluster", ""), rule["expr"]
+        if "alert" in rule:
+            notes = rule["annotations"]
+            assert notes["runbook_url"].startswith(BASE)
+            assert notes["description"].endswith(
+                "{{ with $labels.cluster }}\nCluster: {{ . }}.{{ end }}")
+            assert notes["cluster"] == "{{ $labels.cluster }}"
+
+
+def test_cluster_label_must_be_a_label_name(tmp_path):
+    result = run(sys.executable, "-m", "amp_exporter.monitoring", "--rules", str(tmp_path),
+                 "--cluster-label", "my-cluster")
+    assert result.returncode == 2 and "not a label name" in result.stderr
+    result = run(sys.executable, "-m", "amp_exporter.monitoring", "--cluster-label", "c")
+    assert result.returncode == 2 and "need --rules or --dashboards" in result.stderr

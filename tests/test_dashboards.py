@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 from conftest import REPO
@@ -153,3 +155,33 @@ def test_provisioning_points_at_a_prometheus_datasource():
     assert prov["dashboards/provisioning/dashboards.yml"]["providers"][0]["type"] == "file"
     assert prov["dashboards/provisioning/datasources.yml"]["datasources"][0]["type"] == \
         "prometheus"
+
+
+def test_dashboards_of_a_selector_and_a_cluster_label(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "amp_exporter.monitoring", "--dashboards", str(tmp_path),
+         "--cluster-label", "cluster", "--runbook-url-base", "https://wiki.example.com/rb/",
+         "--selector", 'job="amp",env="prod"'],
+        capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    boards = {p.name: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    assert sorted(boards) == ["amp-fleet.json", "amp-host.json"]
+    for board in boards.values():
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        assert list(variables) == ["datasource", "cluster", "job", "instance"]
+        assert variables["cluster"]["definition"] == \
+            "label_values(amp_exporter_build_info, cluster)"
+        assert variables["job"]["current"]["value"] == "amp"
+        assert 'cluster=~"$cluster"' in variables["job"]["definition"]
+        assert 'cluster=~"$cluster"' in variables["instance"]["definition"]
+        exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+        assert exprs
+        for expr in exprs:  # every selector of every query
+            for selector in re.findall(r"\{[^}]*\}", expr):
+                assert 'cluster=~"$cluster"' in selector and 'env="prod"' in selector, expr
+            assert "(job)" not in expr and "(job, instance" not in expr, expr
+        text = json.dumps(board)
+        assert "https://wiki.example.com/rb/" in text
+        assert "github.com/amp-exporter" not in text
+    fleet = boards["amp-fleet.json"]
+    assert "var-cluster=${cluster}" in json.dumps(fleet)

@@ -6,6 +6,7 @@ dies on a healthy host takes to show as a pending alert."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -265,6 +266,16 @@ def test_dashboards_and_alerts_against_a_real_prometheus(fleet):
                              "instance": {a for n, a in instances.items() if n != DOWN}}, path
     assert not empty, "\n".join(empty)
     assert len(panels) >= 39 and checked >= 44, (len(panels), checked)
+    # the dashboards of --cluster-label cluster: on this fleet (no cluster label) and at
+    # All (.*), every query runs and has data wherever the default dashboards' has
+    clustered = dashboards.dashboards(dataclasses.replace(DEFAULT, cluster_label="cluster"))
+    for path, board in clustered.items():
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                assert 'cluster=~"$cluster"' in target["expr"], target["expr"]
+                result = prom.query(substitute(target["expr"], cluster=".*"))
+                key = (Path(path).name, panel["title"], target["refId"])
+                assert bool(result) == bool(results[key]), key
     failing = [r["metric"] for r in results["amp-fleet.json", "Failing collectors", "A"]]
     assert sorted((m["instance"], m["collector"]) for m in failing) == sorted(
         [(instances[FAILING], "connector"), (instances[SILENT], "connector")])

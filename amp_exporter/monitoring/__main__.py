@@ -1,5 +1,6 @@
 """python -m amp_exporter.monitoring [--check] [--root DIR]
-python -m amp_exporter.monitoring --rules DIR [--deployment exporter|textfile] [--selector S]
+python -m amp_exporter.monitoring [--rules DIR] [--dashboards DIR] [--deployment exporter|textfile]
+    [--selector S] [--cluster-label NAME] [--runbook-url-base URL]
 
 Writes the generated alert rules, recording rules, Alertmanager example, promtool tests,
 dashboards, Grafana provisioning examples and runbooks under DIR (default: the
@@ -8,7 +9,12 @@ repository). With --check nothing is written: exit 1 and list the files that dif
 
 With --rules, only the alert and recording rules of one deployment, selecting your series
 with your selector (e.g. --deployment textfile --selector 'job="node",env="prod"'), are
-written into DIR.
+written into DIR; with --dashboards, the two dashboards, whose queries select the
+selector's other matchers beside their $job variable (its default: the selector's job).
+--cluster-label NAME keeps the label NAME through the recording rules, names it in every
+alert's description and gives the dashboards a variable of it that every query selects;
+--runbook-url-base points the alerts' runbook_url and the dashboards' fault links at your
+copy of docs/runbooks/.
 """
 
 from __future__ import annotations
@@ -71,20 +77,42 @@ def main(argv: list[str] | None = None) -> int:
                         "node_exporter serves its textfile (default exporter)")
     parser.add_argument("--selector", help="label matchers that select amp-exporter's series "
                         '(default job="amp-exporter", or job="node" for textfile)')
+    parser.add_argument("--dashboards", type=Path, metavar="DIR",
+                        help="write the dashboards of --selector (and --cluster-label) into DIR")
+    parser.add_argument("--cluster-label", metavar="NAME",
+                        help="a target label telling clusters apart (default none)")
+    parser.add_argument("--runbook-url-base", metavar="URL",
+                        help=f"where the runbook pages are (default {DEFAULT.runbook_url_base})")
     args = parser.parse_args(argv)
-    if args.rules is not None:
+    if args.rules is None and args.dashboards is None:
+        if args.selector or args.cluster_label or args.runbook_url_base:
+            parser.error("--selector, --cluster-label and --runbook-url-base need --rules "
+                         "or --dashboards DIR")
+    else:
         base = DEFAULT if args.deployment == "exporter" else TEXTFILE
         try:
-            config = replace(base, selector=args.selector or base.selector)
+            config = replace(base, selector=args.selector or base.selector,
+                             cluster_label=args.cluster_label,
+                             runbook_url_base=args.runbook_url_base or base.runbook_url_base)
             alerts.check_selector(config.selector)
+            job = dashboards.selector_extras(config.selector)[0]
         except ValueError as exc:
             parser.error(str(exc))
-        args.rules.mkdir(parents=True, exist_ok=True)
-        for path, groups in ((alerts.RULES_FILE, alerts.alert_groups(config)),
-                             (alerts.RECORDING_FILE, alerts.recording_groups(config))):
-            target = args.rules / Path(path).name
-            target.write_text(yamlio.dump({"groups": groups}), encoding="utf-8")
-            print(f"wrote {target}")
+        config = replace(config, job=job or config.job)
+        if args.rules is not None:
+            args.rules.mkdir(parents=True, exist_ok=True)
+            for path, groups in ((alerts.RULES_FILE, alerts.alert_groups(config)),
+                                 (alerts.RECORDING_FILE, alerts.recording_groups(config))):
+                target = args.rules / Path(path).name
+                target.write_text(yamlio.dump({"groups": groups}), encoding="utf-8")
+                print(f"wrote {target}")
+        if args.dashboards is not None:
+            args.dashboards.mkdir(parents=True, exist_ok=True)
+            for path, board in dashboards.dashboards(config).items():
+                target = args.dashboards / Path(path).name
+                target.write_text(json.dumps(board, indent=2, sort_keys=True,
+                                             ensure_ascii=False) + "\n", encoding="utf-8")
+                print(f"wrote {target}")
         return 0
     files = outputs()
     if args.check:

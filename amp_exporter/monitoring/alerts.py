@@ -392,13 +392,34 @@ def _seconds(duration: str) -> int:
 
 
 def add_runbook_links(groups: list[dict], config: Config = DEFAULT) -> list[dict]:
-    """Give every alert a runbook_url (docs/runbooks/<anchor>.md), in one pass."""
+    """Give every alert a runbook_url (docs/runbooks/<anchor>.md), in one pass; with a
+    cluster label, keep it through every aggregation and name it in each description."""
     for group in groups:
         for rule in group["rules"]:
             if "alert" in rule:
                 rule.setdefault("annotations", {})["runbook_url"] = runbook_url(
                     rule["alert"], config)
+            keep_cluster(rule, config)
     return groups
+
+
+_BY_JOB = re.compile(r"\b(by|on) \(job\b")
+
+
+def keep_cluster(rule: Rule, config: Config) -> Rule:
+    """With config.cluster_label: RULE's aggregations and joins keep the label (every
+    `by (job...` and `on (job...`), and an alert's description says the cluster."""
+    name = config.cluster_label
+    if name is None:
+        return rule
+    rule["expr"] = _BY_JOB.sub(rf"\1 (job, {name}", rule["expr"])
+    if "alert" in rule:
+        notes = rule["annotations"] = dict(rule.get("annotations", {}))  # tiers share one
+        notes["description"] = (notes.get("description", "") +
+                                f"{{{{ with $labels.{name} }}}}\n{_capital(name)}: "
+                                "{{ . }}.{{ end }}")
+        notes[name] = f"{{{{ $labels.{name} }}}}"
+    return rule
 
 
 # Alerts that cannot fire in the textfile deployment: a one-shot `amp-exporter textfile`
@@ -477,7 +498,7 @@ def recording_groups(config: Config = DEFAULT) -> list[dict]:
         {"record": "instance:cisco_amp_host_events:rate5m",
          "expr": f"sum by (job, instance) (rate(cisco_amp_host_events_total{sel}[5m]))"},
     ]
-    return [{"name": "cisco-amp-recording", "rules": rules}]
+    return [{"name": "cisco-amp-recording", "rules": [keep_cluster(r, config) for r in rules]}]
 
 
 def recording_names(config: Config = DEFAULT) -> list[str]:

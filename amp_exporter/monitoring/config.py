@@ -7,7 +7,9 @@ are regenerated from it and from the fault catalog (amp_exporter/catalog.py).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Optional
 
 # Every alert name starts with this (CamelCase, as the monitoring mixins do).
 ALERT_PREFIX = "CiscoAmp"
@@ -31,6 +33,10 @@ class Config:
     # The job dashboards offer first in their $job variable.
     job: str = "amp-exporter"
     runbook_url_base: str = RUNBOOK_URL_BASE
+    # A target label that tells clusters (or sites, regions) apart, as the mixins'
+    # clusterLabel: the recording rules keep it, the alerts name it, and the dashboards get
+    # a variable of it that every query selects. None: one Prometheus, one fleet.
+    cluster_label: Optional[str] = None
 
     # -- thresholds and durations of the alerts that are not a connector fault ----------
     exporter_down_for: str = "5m"
@@ -62,6 +68,9 @@ class Config:
     def __post_init__(self) -> None:
         if self.deployment not in DEPLOYMENTS:
             raise ValueError(f"deployment must be one of {DEPLOYMENTS}, not {self.deployment!r}")
+        if self.cluster_label is not None and not re.fullmatch(
+                r"[a-zA-Z_][a-zA-Z0-9_]*", self.cluster_label):
+            raise ValueError(f"--cluster-label {self.cluster_label!r}: not a label name")
 
 
 DEFAULT = Config()

@@ -19,6 +19,8 @@ and their panel descriptions say so).
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, Optional
 
 from amp_exporter.monitoring.config import DEFAULT, FLEET_DASHBOARD_UID, HOST_DASHBOARD_UID, Config
@@ -435,7 +437,49 @@ def host(config: Config = DEFAULT) -> dict:
 
 
 def dashboards(config: Config = DEFAULT) -> dict[str, dict]:
-    return {FLEET_FILE: fleet(config), HOST_FILE: host(config)}
+    return {FLEET_FILE: narrow(fleet(config), config), HOST_FILE: narrow(host(config), config)}
+
+
+def selector_extras(selector: str) -> tuple[Optional[str], list[str]]:
+    """(the job a selector names with job="...", its other matchers)."""
+    from amp_exporter.monitoring.alerts import check_selector
+    check_selector(selector)
+    parts = [p.strip() for p in re.split(r',(?=(?:[^"]*"[^"]*")*[^"]*$)', selector)]
+    job = next((m.group(1) for p in parts if (m := re.fullmatch(r'job\s*=\s*"(.*)"', p))),
+               None)
+    return job, [p for p in parts if not re.match(r"job\s*(=|!=|=~|!~)", p)]
+
+
+def narrow(board: dict, config: Config) -> dict:
+    """BOARD with the selector's other matchers (e.g. env="prod") beside every job=~"$job",
+    and with config.cluster_label a `cluster` variable that every query selects; the
+    default configuration leaves it as it is."""
+    _, extras = selector_extras(config.selector)
+    cluster = config.cluster_label
+    if cluster:
+        extras.append(f'{cluster}=~"$cluster"')
+    if not extras:
+        return board
+    text = json.dumps(board)
+    text = text.replace(json.dumps(J)[1:-1], json.dumps(",".join([J, *extras]))[1:-1])
+    if cluster:
+        matchers = json.dumps(",".join(extras))[1:-1]
+        text = text.replace("label_values(amp_exporter_build_info, job)",
+                            f"label_values(amp_exporter_build_info{{{matchers}}}, job)")
+        text = text.replace("&var-job=${job}", "&var-cluster=${cluster}&var-job=${job}")
+        text = re.sub(r"\b(by|on) \(job\b", rf"\1 (job, {cluster}", text)
+    board = json.loads(text)
+    if cluster:
+        variable = _query_variable(
+            "cluster", _capital(cluster), f"label_values(amp_exporter_build_info, {cluster})",
+            include_all=True)
+        variable["allValue"] = ".*"  # All: series without the label too
+        board["templating"]["list"].insert(1, variable)
+    return board
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 # -- provisioning --------------------------------------------------------------------------
