@@ -379,10 +379,11 @@ def host(config: Config = DEFAULT) -> dict:
                 "among them)."), 8, 7)
     L.add(panel("stat", "Definitions age",
                 [target(f"time() - max by (database) "
-                        f"(cisco_amp_definitions_build_timestamp_seconds{{{JI}}})",
+                        f"(cisco_amp_definitions_updated_timestamp_seconds{{{JI}}})",
                         "{{database}}", instant=True)],
-                "Time since each definitions database was built (its ClamAV header): "
-                "daily should be hours old, main may be months old.",
+                "Time since each definitions database was updated (the build time of its "
+                "ClamAV header, else the file's modification time): daily should be hours "
+                "old, main may be months old.",
                 unit="s", options={**STAT, "colorMode": "none"}), 8, 7)
     L.row("Kernel and eBPF")
     L.add(panel("stat", "Kernel modules loaded",
