@@ -250,6 +250,7 @@ def other_alerts(config: Config) -> list[Rule]:
                 "goes on.",
             },
         },
+        *definitions_stale(config),
         {
             "alert": f"{ALERT_PREFIX}EventPressureHigh",
             "expr": f"cisco_amp_event_pressure_ratio{sel} > {config.event_pressure_ratio:g}",
@@ -265,6 +266,32 @@ def other_alerts(config: Config) -> list[Rule]:
             },
         },
     ]
+
+
+DEFINITIONS_UPDATED = "cisco_amp_definitions_updated_timestamp_seconds"
+
+
+def definitions_stale(config: Config) -> list[Rule]:
+    """The newest definitions database older than the warning, then the critical age."""
+    age = f"time() - max without (database) ({DEFINITIONS_UPDATED}{_sel(config)})"
+    rules = []
+    for severity, after in (("warning", config.definitions_stale_warning),
+                            ("critical", config.definitions_stale_critical)):
+        rules.append({
+            "alert": f"{ALERT_PREFIX}DefinitionsStale",
+            "expr": f"{age} > {_seconds(after)}",
+            "for": config.definitions_stale_for,
+            "labels": {"severity": severity},
+            "annotations": {
+                "summary": "Virus definitions on {{ $labels.instance }} are "
+                "{{ $value | humanizeDuration }} old.",
+                "description": "The newest virus definitions database on "
+                "{{ $labels.instance }} was updated {{ $value | humanizeDuration }} ago "
+                f"(more than {after}): the connector has not received definition updates "
+                "and does not detect recent malware.",
+            },
+        })
+    return rules
 
 
 def exporter_down(config: Config, expr: str, what: str, which: str = "") -> Rule:

@@ -60,6 +60,15 @@ class Config:
     # A daemon that runs but does not answer ampcli may be busy (start-up, a definitions
     # update): page when it stays silent this long.
     not_answering_for: str = "10m"
+    # Virus definitions: the newest database (ClamAV's daily.cvd/.cld, which Cisco's cloud
+    # renews several times a day; main.cvd is rebuilt only every few months, so the alert
+    # takes the newest file, never each one) is older than this. 3 days rides out a long
+    # weekend offline or a slow proxy; by then the host has missed some dozen updates, so
+    # warn. After 7 days it misses a week of signatures of what spreads now: page.
+    definitions_stale_warning: str = "3d"
+    definitions_stale_critical: str = "7d"
+    # A definitions update replaces the files: ride out a moment with the old main.cvd alone.
+    definitions_stale_for: str = "1h"
     # textfile: the file is older than this (the shipped timer writes it every minute).
     textfile_stale_after: str = "10m"
     # textfile: how far back a host counts as one that served amp-exporter's series.

@@ -12,10 +12,12 @@ from typing import Optional
 
 from amp_exporter.catalog import FAULTS
 from amp_exporter.monitoring.alerts import (
+    ALERT_PREFIX,
     ALERT_SEVERITY_BY_LEVEL,
     LEVEL_BY_ALERT_SEVERITY,
     ONE_SHOT_BLIND,
     TEXTFILE_DIR,
+    _seconds,
     fault_alert_name,
     rule_files,
     runbook_url,
@@ -283,6 +285,7 @@ def connector_tests(config: Config = DEFAULT) -> dict:
                      "up.")]},
             ],
         },
+        definitions_tests(config, alert, labels),
         {
             "name": "no target at all",
             "interval": "1m",
@@ -305,6 +308,50 @@ def connector_tests(config: Config = DEFAULT) -> dict:
             g["alert_rule_test"] = [t for t in g["alert_rule_test"] if t["alertname"] not in (
                 "CiscoAmpExporterDown", "CiscoAmpExporterAbsent", *ONE_SHOT_BLIND)]
     return _file(rule_files(config)[0], groups)
+
+
+def definitions_tests(config: Config, alert, labels) -> dict:
+    """CiscoAmpDefinitionsStale over days: promtool's time() starts at 0, so a database
+    updated at 0 is as old as the evaluation time. d1's daily database stops at 0 (its main
+    is years older), d2's is renewed every hour (its main just as old): only d1 alerts,
+    warning past the warning age, and critical too past the critical age."""
+    J = {"job": config.job}
+    name = f"{ALERT_PREFIX}DefinitionsStale"
+    warn, crit = (_seconds(d) // 3600 for d in (config.definitions_stale_warning,
+                                                config.definitions_stale_critical))
+    wait = _seconds(config.definitions_stale_for) // 3600
+    steps = (crit + wait + 3) * 12  # samples every 5m: within the lookback of each eval
+    updated = "cisco_amp_definitions_updated_timestamp_seconds"
+
+    def fired(at: int, severity: str, after: str) -> dict:
+        age = f"{at // 24}d {at % 24}h 0m 0s"
+        return alert(name, labels("d1", severity), f"Virus definitions on d1 are {age} old.",
+                     f"The newest virus definitions database on d1 was updated {age} ago "
+                     f"(more than {after}): the connector has not received definition "
+                     "updates and does not detect recent malware.")
+
+    def at(hour: int) -> str:
+        return f"{hour}h"
+
+    early, mid, late = warn - 1, warn + wait + 1, crit + wait + 1
+    return {
+        "name": "definitions stale",
+        "interval": "5m",
+        "input_series": [
+            _series(updated, f"0x{steps}", **J, instance="d1", database="daily.cvd"),
+            _series(updated, f"-100000000x{steps}", **J, instance="d1", database="main.cvd"),
+            _series(updated, f"0+300x{steps}", **J, instance="d2", database="daily.cvd"),
+            _series(updated, f"-100000000x{steps}", **J, instance="d2", database="main.cvd"),
+        ],
+        "alert_rule_test": [
+            {"eval_time": at(early), "alertname": name, "exp_alerts": []},
+            {"eval_time": at(mid), "alertname": name,
+             "exp_alerts": [fired(mid, "warning", config.definitions_stale_warning)]},
+            {"eval_time": at(late), "alertname": name,
+             "exp_alerts": [fired(late, "warning", config.definitions_stale_warning),
+                            fired(late, "critical", config.definitions_stale_critical)]},
+        ],
+    }
 
 
 def connector_state_checks(config: Config, alert, labels) -> list[dict]:

@@ -246,6 +246,41 @@ def other_pages(config: Config = DEFAULT) -> dict[str, Page]:
             ("Read /var/log/cisco/ampscansvc.log for the file being scanned when it failed.",
              "See the runbook of fault 6 (scan-service-restarting-frequently.md)."),
             "As for fault 6."),
+        "CiscoAmpDefinitionsStale": Page(
+            "virus definitions stale",
+            "The connector detects files by the signatures of its definitions databases "
+            "(ClamAV format, in /opt/cisco/amp/clamav), and renews them from the Cisco cloud "
+            "through the day. The newest of them on this host was built (or, when its "
+            "header has no build time, written) longer ago than "
+            f"{config.definitions_stale_warning} (warning) or "
+            f"{config.definitions_stale_critical} (critical): the host still scans, but it "
+            "does not recognise malware that appeared since. main.cvd alone is rebuilt only "
+            "every few months, so the alert looks at the newest database, normally daily.cvd "
+            f"or daily.cld, and waits {config.definitions_stale_for} to ride out an update "
+            "that is replacing the files. Past the critical age the warning keeps firing "
+            "beside the page.",
+            ('`time() - cisco_amp_definitions_updated_timestamp_seconds{instance="HOST"}` by '
+             "database; `cisco_amp_definitions_version` for each database's version and "
+             "`cisco_amp_definitions_valid` for a file that is damaged (fault 7).",
+             '`cisco_amp_connector_connected{instance="HOST"}`: a disconnected connector '
+             "gets no updates (CiscoAmpConnectorDisconnected says so on its own).",
+             "On the host: `ls -l --time-style=full-iso /opt/cisco/amp/clamav/`, "
+             "`/opt/cisco/amp/bin/ampcli status` and the definitions lines of "
+             "/var/log/cisco/ampdaemon.log (grep -i 'definition\\|clam\\|tetra')."),
+            ("Make sure the connector is connected: a proxy, firewall or TLS inspection "
+             "in the way of the Cisco cloud stops updates first.",
+             "Ask the connector to update now, from the Secure Endpoint console or with "
+             "ampcli's definitions update command where your connector version has one "
+             "(`/opt/cisco/amp/bin/ampcli help`), then watch the database's timestamp move.",
+             "Check that the policy lets this connector update definitions (the update "
+             "interval and the update server in the console's policy) and that "
+             "/opt/cisco/amp has free disk space.",
+             "A damaged database (cisco_amp_definitions_valid 0): see the runbook of fault 7 "
+             "(scan-service-failed-to-start.md); restarting the connector makes it fetch "
+             "them again."),
+            "Definitions still not renewed after the connector is connected and asked to "
+            "update: open a case with Cisco TAC with the ampdaemon log and the output of "
+            "`ampcli status`."),
         "CiscoAmpEventPressureHigh": Page(
             "event pressure high (before fault 18)",
             f"System events have arrived at more than {config.event_pressure_ratio:.0%} of "
