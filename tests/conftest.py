@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
@@ -217,3 +218,26 @@ def live_connector():
             p.kill()
             p.wait()
         shutil.rmtree("/opt/cisco")
+
+
+# The example hosts' daily.cvd carries a fixed build time (examples/build_hosts.py, so the
+# goldens stay put): weeks old by now, which CiscoAmpDefinitionsStale rightly pages on.
+# Tests that run the alerts over hosts meant to be healthy give their copies fresh ones.
+DAILY = "opt/cisco/amp/clamav/daily.cvd"
+DAILY_BUILT = b":1763976000"
+
+
+def fresh_definitions(root: Path) -> Path:
+    """ROOT, whose daily.cvd (if whole) now says it was built now: definitions not stale."""
+    daily = root / DAILY
+    data = daily.read_bytes() if daily.is_file() else b""  # no connector, no definitions
+    if DAILY_BUILT in data:
+        built = b":%d" % time.time()
+        assert len(built) == len(DAILY_BUILT)  # the header keeps its 512 bytes
+        daily.write_bytes(data.replace(DAILY_BUILT, built, 1))
+    return root
+
+
+def copy_host(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, symlinks=True)
+    return target

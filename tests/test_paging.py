@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import LoopbackDaemon, builder, free_port, have
+from conftest import LoopbackDaemon, builder, free_port, fresh_definitions, have
 from test_alertmanager import BINARY, Alertmanager
 from test_http import Server
 from test_prometheus_integration import SILENT_FLAGS, Prometheus, kill_daemon, replace_ampcli
@@ -110,8 +110,8 @@ def test_a_dead_or_silent_connector_pages(host_copy, tmp_path):
     started = time.monotonic()
     rules = tmp_path / "rules.yml"
     rules.write_text(yamlio.dump({"groups": alerts.alert_groups(CONFIG)}))
-    dead_root = host_copy("healthy-ebpf-btf")
-    silent_root = host_copy("healthy-ebpf-headers")
+    dead_root = fresh_definitions(host_copy("healthy-ebpf-btf"))
+    silent_root = fresh_definitions(host_copy("healthy-ebpf-headers"))
     hooks = Webhooks()
     servers: list[Server] = []
     am = prom = None

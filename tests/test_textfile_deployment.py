@@ -20,7 +20,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import EXPORTER, REPO, LoopbackDaemon, free_port, have, parse_exposition
+from conftest import (
+    EXPORTER,
+    REPO,
+    LoopbackDaemon,
+    copy_host,
+    free_port,
+    fresh_definitions,
+    have,
+    parse_exposition,
+)
 from test_prometheus_integration import Prometheus, substitute
 
 from amp_exporter.monitoring import alerts, dashboards
@@ -190,7 +199,9 @@ def nodes(hosts, tmp_path_factory):
     try:
         t0 = time.monotonic()
         for name in AMP_HOSTS:
-            command = textfile_command(hosts[name], *HOST_ARGS.get(name, ()))
+            # Copies with fresh definitions: the alerts below run over them.
+            root = fresh_definitions(copy_host(hosts[name], logs / "hosts" / name))
+            command = textfile_command(root, *HOST_ARGS.get(name, ()))
             started[name] = NodeExporter(name, command, logs / f"{name}.log")
         started[BARE] = NodeExporter(BARE, [], logs / f"{BARE}.log")
         for node in started.values():
