@@ -8,13 +8,11 @@ from __future__ import annotations
 import http.client
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
-from conftest import REPO, have
+from conftest import have
 from test_tls_auth import client_context, pki  # noqa: F401  (pki: a fixture)
 
 from amp_exporter import web
@@ -217,22 +215,6 @@ def test_listens_on_ipv6(start):
             assert conn.getresponse().read() == b"OK\n"
     finally:
         conn.close()
-
-
-def test_plain_serve_loads_no_tls_yaml_or_stdlib_http_server():
-    # ssl alone is ~4.4 MiB of RSS, wsgiref/http.server pull email and http.client: none
-    # of them is needed unless a web config asks for TLS.
-    code = ("import sys\n"
-            "from amp_exporter import cli, web\n"
-            "cli.build_parser().parse_args(['serve'])\n"
-            "web.make_app\n"
-            "loaded = [m for m in ('ssl', '_ssl', 'yaml', 'http.server', 'http.client',\n"
-            "          'wsgiref', 'email', 'amp_exporter.webconfig') if m in sys.modules]\n"
-            "print(','.join(loaded))\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60, cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""
 
 
 @pytest.mark.skipif(not have("openssl"), reason="openssl CLI missing")
