@@ -86,25 +86,16 @@ def _samples(families) -> dict[str, dict[tuple, float]]:
     return values
 
 
-def _error_counts(exporter: Exporter) -> dict[tuple[str, str], int]:
-    with exporter._errors_lock:  # the counts behind amp_exporter_collector_errors_total
-        return dict(exporter._errors)
-
-
 def report(exporter: Exporter) -> Report:
     """Run every collector once, as a scrape does, and judge the host."""
     families, failed, details, runs = [], [], {}, []
     exporter.shared.begin_scrape()
     for collector in exporter.collectors:
-        before = _error_counts(exporter)
-        got, ok, seconds = exporter.run_collector(collector)
+        got, reason, seconds = exporter.run_collector(collector)
         families.extend(got)
-        reason = None
+        ok = reason is None
         if not ok:
             failed.append(collector.name)
-            after = _error_counts(exporter)
-            reason = next((r for (n, r), count in after.items()
-                           if n == collector.name and count > before.get((n, r), 0)), None)
         elif isinstance(collector, CauseCollector):
             findings, _ = collector.findings()
             details.update((k, v) for k, v in findings.items() if v is not None)

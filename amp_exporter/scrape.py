@@ -97,28 +97,29 @@ class Exporter:
                 log.warning("no process_* metrics: cannot read our own /proc",
                             extra={"err": str(exc)})
 
-    def run_collector(self, collector: Collector) -> tuple[list[Family], bool, float]:
+    def run_collector(self, collector: Collector) -> tuple[list[Family], Optional[str], float]:
+        """(its families, why it failed — one of ERROR_REASONS — or None, seconds)."""
         start = time.perf_counter()
+        failed: Optional[str] = None
         try:
             families = list(collector.collect())
-            ok = True
         except CollectorError as exc:
-            families, ok = exc.partial, False
+            families, failed = exc.partial, exc.reason
             self._count_error(collector.name, exc.reason)
             log.error("collector failed", extra={"collector": collector.name,
                                                  "reason": exc.reason, "err": str(exc)})
         except OSError as exc:  # a host file we could not read, outside a collector's own care
-            families, ok = [], False
             error = host_error(exc, "reading the host")
+            families, failed = [], error.reason
             self._count_error(collector.name, error.reason)
             log.error("collector failed", extra={"collector": collector.name,
                                                  "reason": error.reason, "err": str(error)})
         except Exception as exc:  # a bug or a host surprise must not fail the scrape
-            families, ok = [], False
+            families, failed = [], "internal"
             self._count_error(collector.name, "internal")
             log.exception("collector crashed", extra={"collector": collector.name,
                                                       "err": repr(exc)})
-        return families, ok, time.perf_counter() - start
+        return families, failed, time.perf_counter() - start
 
     def _count_error(self, collector: str, reason: str) -> None:
         with self._errors_lock:
@@ -130,8 +131,8 @@ class Exporter:
         merged: dict[str, Family] = {}
         self.shared.begin_scrape()
         for collector in self.collectors:
-            families, ok, seconds = self.run_collector(collector)
-            success.add_metric([collector.name], 1.0 if ok else 0.0)
+            families, failed, seconds = self.run_collector(collector)
+            success.add_metric([collector.name], 0.0 if failed else 1.0)
             duration.add_metric([collector.name], seconds)
             for family in families:
                 # Two collectors may add to one family (fault causes): one HELP line each.
