@@ -219,6 +219,16 @@ def parse_cgroup_procs(text: str) -> set[int]:
     return {int(word) for word in text.split()} - {0}
 
 
+def read_cgroup_members(directory: str) -> set[int]:
+    """The PIDs DIRECTORY's cgroup.procs names. OSError when it cannot be read, ValueError
+    when it is not a cgroup.procs file or names more than a service's share of processes."""
+    text = read_text(os.path.join(directory, "cgroup.procs"), _CGROUP_PROCS_LIMIT)
+    COUNTS.add("cgroup_reads")
+    if len(text) >= _CGROUP_PROCS_LIMIT:
+        raise ValueError(f"more than {_MAX_CGROUP_MEMBERS} processes")
+    return parse_cgroup_procs(text)
+
+
 class ProcessTable:
     """Incremental view of the connector's processes, shared by every collector."""
 
@@ -327,11 +337,7 @@ class ProcessTable:
                 continue
             procs = os.path.join(directory, "cgroup.procs")
             try:
-                text = read_text(procs, _CGROUP_PROCS_LIMIT)
-                COUNTS.add("cgroup_reads")
-                if len(text) >= _CGROUP_PROCS_LIMIT:
-                    raise ValueError(f"more than {_MAX_CGROUP_MEMBERS} processes")
-                members = parse_cgroup_procs(text)
+                members = read_cgroup_members(directory)
             except OSError as exc:
                 why = f"cannot read {procs} ({exc.strerror})"
                 continue
@@ -403,11 +409,7 @@ class ProcessTable:
         for relative in UNIT_CGROUPS:
             directory = self.paths.sys("fs/cgroup", relative)
             try:
-                text = read_text(os.path.join(directory, "cgroup.procs"), _CGROUP_PROCS_LIMIT)
-                COUNTS.add("cgroup_reads")
-                if len(text) >= _CGROUP_PROCS_LIMIT:
-                    continue
-                members = parse_cgroup_procs(text)
+                members = read_cgroup_members(directory)
             except (OSError, ValueError):
                 continue  # not a systemd host, another hierarchy, no such unit
             if not members:
